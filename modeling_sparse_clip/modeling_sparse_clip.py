@@ -369,6 +369,8 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
         """`PreTrainedModel.from_pretrained`, but a checkpoint whose keys or shapes do not match the
         config raises an error listing them (transformers only warns), unless `strict=False`."""
         want_info = kwargs.pop("output_loading_info", False)
+        # Let transformers finish loading so that we can report every problem at once, then refuse.
+        kwargs.setdefault("ignore_mismatched_sizes", strict)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
         problems = []
         if info.get("missing_keys"):

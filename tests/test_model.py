@@ -1,0 +1,252 @@
+"""SparseCLIPModel: outputs, loss, activations, the cap, attention/checkpointing parity, towers, config errors."""
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
+from tests.conftest import tiny_clip_configs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _model(config, **overrides):
+    torch.manual_seed(0)
+    for k, v in overrides.items():
+        setattr(config, k, v)
+    return SparseCLIPModel(config).eval()
+
+
+def reference_infonce(img, txt, scale):
+    """Independent symmetric InfoNCE: -log softmax of the matching pair, both directions, averaged."""
+    img = img / img.norm(dim=-1, keepdim=True)
+    txt = txt / txt.norm(dim=-1, keepdim=True)
+    sims = scale * img @ txt.T
+    n = sims.shape[0]
+    i2t = -torch.stack([sims[i, i] - torch.logsumexp(sims[i], 0) for i in range(n)]).mean()
+    t2i = -torch.stack([sims[i, i] - torch.logsumexp(sims[:, i], 0) for i in range(n)]).mean()
+    return (i2t + t2i) / 2
+
+
+def test_save_load_round_trip(tiny_config, tiny_batch, tmp_path):
+    model = _model(tiny_config)
+    with torch.no_grad():
+        before = model(**tiny_batch)
+    model.save_pretrained(tmp_path)
+    assert {"model.safetensors", "config.json", "modeling_sparse_clip.py", "configuration_sparse_clip.py"} <= set(os.listdir(tmp_path))
+    loaded = SparseCLIPModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        after = loaded(**tiny_batch)
+    torch.testing.assert_close(before.logits_per_image, after.logits_per_image, rtol=0, atol=0)
+    torch.testing.assert_close(before.image_activations, after.image_activations, rtol=0, atol=0)
+
+
+def test_trust_remote_code_without_the_package(tiny_config, tiny_batch, tmp_path):
+    model = _model(tiny_config)
+    model.save_pretrained(tmp_path / "model")
+    torch.save(dict(tiny_batch), tmp_path / "batch.pt")
+    with torch.no_grad():
+        torch.save(model(**tiny_batch).logits_per_image, tmp_path / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, importlib.abc
+        sys.path = [p for p in sys.path if p.rstrip("/") != {REPO!r} and p not in ("", ".")]
+        class Block(importlib.abc.MetaPathFinder):  # also hide an editable install of the package
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("modeling_sparse_clip", "conversion", "training"):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        try:
+            import modeling_sparse_clip
+            raise SystemExit("package unexpectedly importable")
+        except ImportError:
+            pass
+        import torch
+        from transformers import AutoModel
+        m = AutoModel.from_pretrained({str(tmp_path / 'model')!r}, trust_remote_code=True).eval()
+        assert type(m).__module__.startswith("transformers_modules"), type(m).__module__
+        with torch.no_grad():
+            got = m(**torch.load({str(tmp_path / 'batch.pt')!r})).logits_per_image
+        torch.testing.assert_close(got, torch.load({str(tmp_path / 'expected.pt')!r}), rtol=0, atol=1e-6)
+        print("REMOTE-OK")
+        """
+    )
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert "REMOTE-OK" in res.stdout, res.stderr[-3000:]
+
+
+def test_loss_matches_reference_infonce_and_l1_term(tiny_config, tiny_batch):
+    model = _model(tiny_config)
+    out = model(**tiny_batch, return_loss=True)
+    expected = reference_infonce(out.image_activations, out.text_activations, out.logit_scale)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+
+    model.config.l1_coefficient = 0.01
+    out_l1 = model(**tiny_batch, return_loss=True)
+    mean_l1 = (out_l1.image_activations.abs().sum(-1).mean() + out_l1.text_activations.abs().sum(-1).mean()) / 2
+    torch.testing.assert_close(out_l1.loss - out.loss, 0.01 * mean_l1, rtol=1e-5, atol=1e-6)
+
+
+def test_activations(tiny_config, tiny_batch):
+    relu = _model(tiny_config)
+    out = relu(**tiny_batch)
+    assert (out.image_activations >= 0).all() and (out.text_activations >= 0).all()
+    assert 0 < out.image_l0 < 256  # sparse but alive at init
+    assert out.image_l0 == (out.image_activations != 0).sum(-1).float().mean()
+
+    topk = _model(tiny_config, activation="topk", topk_k=7)
+    out = topk(**tiny_batch)
+    assert ((out.image_activations != 0).sum(-1) == 7).all() and ((out.text_activations != 0).sum(-1) == 7).all()
+
+    dense = _model(tiny_config, activation="none")
+    feats = dense.get_image_features(pixel_values=tiny_batch["pixel_values"]).pooler_output
+    pooled = dense.vision_model(pixel_values=tiny_batch["pixel_values"]).pooler_output
+    torch.testing.assert_close(feats, pooled @ dense.visual_projection.weight.T)
+
+
+def test_logit_scale_never_exceeds_cap(tiny_config, tiny_batch):
+    model = _model(tiny_config, logit_scale_max=math.log(20.0))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.5)
+    for _ in range(10):  # a loss that only wants a larger scale
+        opt.zero_grad()
+        (-model(**tiny_batch).logit_scale.log() - model.logit_scale).backward()
+        opt.step()
+        assert model.logit_scale.item() <= math.log(20.0) + 1e-6
+        assert model.effective_logit_scale().item() <= 20.0 + 1e-4
+    assert model.logit_scale.item() == pytest.approx(math.log(20.0), abs=1e-6)  # it reached the cap and stayed
+
+
+def test_eager_vs_sdpa_and_gradient_checkpointing(tiny_config, tiny_batch):
+    def run(model):
+        model.train()
+        model.zero_grad()
+        out = model(**tiny_batch, return_loss=True)
+        out.loss.backward()
+        return out.logits_per_image.detach(), model.text_projection.weight.grad.clone(), model.visual_projection.weight.grad.clone()
+
+    torch.manual_seed(0)
+    base = SparseCLIPModel(tiny_config)
+    state = base.state_dict()
+    ref = run(base)
+    for attn, ckpt in (("eager", False), ("sdpa", True), ("eager", True)):
+        model = SparseCLIPModel.from_pretrained if False else None
+        torch.manual_seed(0)
+        cfg = SparseCLIPConfig.from_dict(tiny_config.to_dict())
+        cfg._attn_implementation = attn
+        model = SparseCLIPModel(cfg)
+        model.load_state_dict(state)
+        assert model.text_model.config._attn_implementation == attn
+        if ckpt:
+            model.gradient_checkpointing_enable()
+            assert model.is_gradient_checkpointing
+        got = run(model)
+        for a, b in zip(ref, got):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _train_steps(model, make_batch, steps=8):
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    batch = make_batch()
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = model(**batch, return_loss=True).loss
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_clip_towers_train(tiny_config, tiny_batch):
+    losses = _train_steps(_model(tiny_config), lambda: tiny_batch)
+    assert losses[-1] < losses[0] - 0.1, losses
+
+
+def test_bert_and_timm_towers_train():
+    from transformers import BertConfig, TimmWrapperConfig
+
+    config = SparseCLIPConfig(
+        text_config=BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, vocab_size=99).to_dict(),
+        vision_config=TimmWrapperConfig(architecture="test_resnet").to_dict(),
+        expansion_factor=8,
+        vision_embed_dim=96,
+        text_pooling="mean",
+    )
+    assert config.projection_dim == 8 * 32
+    model = _model(config)
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "input_ids": torch.randint(3, 99, (6, 10), generator=g),
+        "attention_mask": torch.ones(6, 10, dtype=torch.long),
+        "token_type_ids": torch.zeros(6, 10, dtype=torch.long),
+        "pixel_values": torch.randn(6, 3, 32, 32, generator=g),
+    }
+    losses = _train_steps(model, lambda: batch)
+    assert losses[-1] < losses[0] - 0.1, losses
+    # mean pooling honours the attention mask: padding must not change a sentence's features
+    model.eval()
+    ids = batch["input_ids"][:1]
+    short = model.get_text_features(input_ids=ids[:, :5], attention_mask=torch.ones(1, 5, dtype=torch.long)).pooler_output
+    padded = model.get_text_features(
+        input_ids=torch.cat([ids[:, :5], torch.zeros(1, 5, dtype=torch.long)], 1),
+        attention_mask=torch.tensor([[1] * 5 + [0] * 5]),
+    ).pooler_output
+    torch.testing.assert_close(short, padded, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"activation": "gelu"}, "activation='gelu' is unknown"),
+        ({"projection_dim": 0}, "projection_dim must be a positive integer"),
+        ({"projection_dim": -5}, "projection_dim must be a positive integer"),
+        ({"activation": "topk", "topk_k": 300, "projection_dim": 256}, "topk_k <= projection_dim"),
+        ({"activation": "topk", "projection_dim": 256}, "needs 0 < topk_k"),
+        ({"logit_scale_max": math.log(10.0)}, "below logit_scale_init_value"),
+        ({"text_pooling": "max"}, "text_pooling='max' is unknown"),
+    ],
+)
+def test_bad_config_fails_at_config_time(bad, message):
+    with pytest.raises(ValueError, match=message):
+        SparseCLIPConfig(**bad)
+
+
+def test_strict_loading_names_offending_keys(tiny_config, tmp_path):
+    model = _model(tiny_config)
+    model.save_pretrained(tmp_path)
+    wider = SparseCLIPConfig.from_pretrained(tmp_path)
+    wider.projection_dim = 512
+    with pytest.raises(ValueError, match=r"visual_projection.weight: checkpoint \(256, 32\) vs model \(512, 32\)"):
+        SparseCLIPModel.from_pretrained(tmp_path, config=wider)
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(tmp_path / "model.safetensors")
+    state.pop("text_projection.weight")
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"(?s)missing keys.*text_projection.weight.*unexpected keys.*extra.weight"):
+        SparseCLIPModel.from_pretrained(tmp_path)
+
+
+def test_from_towers_keeps_pretrained_tower_weights(tmp_path):
+    from transformers import CLIPTextModel, CLIPVisionModel
+
+    text_cfg, vision_cfg = tiny_clip_configs()
+    torch.manual_seed(3)
+    text, vision = CLIPTextModel(text_cfg), CLIPVisionModel(vision_cfg)
+    text.save_pretrained(tmp_path / "text")
+    vision.save_pretrained(tmp_path / "vision")
+    model = SparseCLIPModel.from_towers(vision=str(tmp_path / "vision"), text=str(tmp_path / "text"), expansion_factor=4)
+    assert model.projection_dim == 128
+    torch.testing.assert_close(model.text_model.state_dict()["text_model.embeddings.token_embedding.weight"], text.text_model.embeddings.token_embedding.weight)
+    ids = torch.randint(3, 99, (2, 8))
+    torch.testing.assert_close(model.text_model(input_ids=ids).pooler_output, text(input_ids=ids).pooler_output)
