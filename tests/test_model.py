@@ -247,6 +247,6 @@ def test_from_towers_keeps_pretrained_tower_weights(tmp_path):
     vision.save_pretrained(tmp_path / "vision")
     model = SparseCLIPModel.from_towers(vision=str(tmp_path / "vision"), text=str(tmp_path / "text"), expansion_factor=4)
     assert model.projection_dim == 128
-    torch.testing.assert_close(model.text_model.state_dict()["text_model.embeddings.token_embedding.weight"], text.text_model.embeddings.token_embedding.weight)
+    torch.testing.assert_close(model.text_model.embeddings.token_embedding.weight, text.embeddings.token_embedding.weight)
     ids = torch.randint(3, 99, (2, 8))
     torch.testing.assert_close(model.text_model(input_ids=ids).pooler_output, text(input_ids=ids).pooler_output)
