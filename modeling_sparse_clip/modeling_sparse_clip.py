@@ -261,16 +261,32 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
         """Tower outputs with `.pooler_output` = projected, post-activation, un-normalised features."""
         extra = {k: v for k, v in (("position_ids", position_ids), ("token_type_ids", token_type_ids)) if v is not None}
         outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **extra, **kwargs)
-        pooled = _pool(outputs, self.config.text_pooling, attention_mask)
-        outputs.pooler_output = sparsify(self.text_projection(pooled), self.config.activation, self.config.topk_k)
+        outputs.pooler_output = self.project_text(_pool(outputs, self.config.text_pooling, attention_mask))
         return outputs
 
     def get_image_features(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutputWithPooling:
         """Tower outputs with `.pooler_output` = projected, post-activation, un-normalised features."""
         outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
-        pooled = _pool(outputs, self.config.vision_pooling)
-        outputs.pooler_output = sparsify(self.visual_projection(pooled), self.config.activation, self.config.topk_k)
+        outputs.pooler_output = self.project_image(_pool(outputs, self.config.vision_pooling))
         return outputs
+
+    def pool_text_tower(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None) -> torch.Tensor:
+        """The pooled text-tower output that the projection reads (what a frozen-tower cache stores)."""
+        extra = {k: v for k, v in (("position_ids", position_ids), ("token_type_ids", token_type_ids)) if v is not None}
+        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **extra)
+        return _pool(outputs, self.config.text_pooling, attention_mask)
+
+    def pool_image_tower(self, pixel_values) -> torch.Tensor:
+        """The pooled vision-tower output that the projection reads (what a frozen-tower cache stores)."""
+        return _pool(self.vision_model(pixel_values=pixel_values, return_dict=True), self.config.vision_pooling)
+
+    def project_text(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled text-tower output -> wide projection -> sparsity activation."""
+        return sparsify(self.text_projection(pooled), self.config.activation, self.config.topk_k)
+
+    def project_image(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled vision-tower output -> wide projection -> sparsity activation."""
+        return sparsify(self.visual_projection(pooled), self.config.activation, self.config.topk_k)
 
     def forward(
         self,
@@ -283,8 +299,17 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        image_tower_embeds: torch.FloatTensor | None = None,
+        text_tower_embeds: torch.FloatTensor | None = None,
         **kwargs,
     ) -> SparseCLIPOutput | tuple:
+        """`image_tower_embeds` / `text_tower_embeds`: pooled tower outputs computed beforehand (frozen
+        towers, cached once): they replace `pixel_values` / `input_ids` and skip the towers."""
+        if image_tower_embeds is not None and text_tower_embeds is not None:
+            return self.forward_from_activations(
+                self.project_image(image_tower_embeds), self.project_text(text_tower_embeds),
+                return_loss=return_loss, return_dict=return_dict,
+            )
         tower_kwargs = {}
         if output_attentions:
             tower_kwargs["output_attentions"] = True
