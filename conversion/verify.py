@@ -93,8 +93,9 @@ def ranking_agreement(dense_logits: torch.Tensor, sparse_logits: torch.Tensor) -
         rhos = [spearmanr(x.numpy(), y.numpy()).statistic for x, y in zip(a, b)] if a.shape[-1] > 1 else [1.0]
         return top1, float(sum(rhos) / len(rhos))
 
-    t_i, s_i = per_axis(dense_logits.float(), sparse_logits.float())
-    t_t, s_t = per_axis(dense_logits.float().T, sparse_logits.float().T)
+    dense_logits, sparse_logits = dense_logits.detach().float(), sparse_logits.detach().float()
+    t_i, s_i = per_axis(dense_logits, sparse_logits)
+    t_t, s_t = per_axis(dense_logits.T, sparse_logits.T)
     return {"top1_image_to_text": t_i, "top1_text_to_image": t_t, "spearman_image_to_text": s_i, "spearman_text_to_image": s_t}
 
 

@@ -462,7 +462,7 @@ def build_demo(state: SpaceState) -> gr.Blocks:
             with gr.Tab("Inspect", id="inspect"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        inspect_gallery = gr.Gallery(samples, label="Pick an image", columns=6, height=300, allow_preview=False)
+                        inspect_gallery = gr.Gallery(samples, label="Pick an image", columns=6, height=300, allow_preview=False, elem_id="inspect-gallery")
                         inspect_upload = gr.File(label="…or upload an image", type="filepath", elem_id="inspect-upload")
                         inspect_text = gr.Textbox(label="…or type a text", placeholder="a dog on the grass", elem_id="inspect-text")
                         inspect_text_button = gr.Button("Inspect text", variant="primary")
@@ -498,7 +498,7 @@ def build_demo(state: SpaceState) -> gr.Blocks:
                 steer_row = gr.State(None)
                 with gr.Row():
                     with gr.Column(scale=1):
-                        steer_gallery = gr.Gallery(samples, label="Choose an image", columns=6, height=260, allow_preview=False)
+                        steer_gallery = gr.Gallery(samples, label="Choose an image", columns=6, height=260, allow_preview=False, elem_id="steer-gallery")
                         steer_upload = gr.File(label="…or upload one", type="filepath", elem_id="steer-upload")
                         steer_suppress = gr.Textbox(label="Suppress concepts (comma-separated)", placeholder="dog", elem_id="steer-suppress")
                         steer_boost = gr.Textbox(label="Boost concepts (comma-separated)", placeholder="cat", elem_id="steer-boost")
@@ -528,7 +528,7 @@ def build_demo(state: SpaceState) -> gr.Blocks:
                 shared_row = gr.State(None)
                 with gr.Row():
                     with gr.Column(scale=1):
-                        shared_gallery = gr.Gallery(samples, label="Choose an image", columns=6, height=260, allow_preview=False)
+                        shared_gallery = gr.Gallery(samples, label="Choose an image", columns=6, height=260, allow_preview=False, elem_id="shared-gallery")
                         shared_upload = gr.File(label="…or upload one", type="filepath", elem_id="shared-upload")
                     with gr.Column(scale=1):
                         shared_text = gr.Textbox(label="Text", placeholder="a smiling face", elem_id="shared-text")
