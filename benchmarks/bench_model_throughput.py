@@ -61,7 +61,7 @@ def main():
     for name, m in models.items():
         m.train()
         if args.gradient_checkpointing:
-            m.gradient_checkpointing_enable()
+            m.activation_checkpointing_enable()
         optims[name] = torch.optim.AdamW(m.parameters(), lr=1e-5)
 
     def step(name):

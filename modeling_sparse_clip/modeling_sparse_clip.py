@@ -222,32 +222,17 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
         """exp(min(logit_scale, cap)): the linear scale the loss and logits use."""
         return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
 
-    # -- gradient checkpointing: timm towers use their own switch ------------------------------
-    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None):
+    # -- activation checkpointing: transformers towers use the standard switch, timm towers their own --
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None, every_n_layers: int = 1):
         for tower in (self.text_model, self.vision_model):
             if hasattr(tower, "timm_model"):
                 tower.timm_model.set_grad_checkpointing(enable)
-        for module in self.modules():
-            if hasattr(module, "gradient_checkpointing") and module is not self:
-                module.gradient_checkpointing = enable
-                if enable and gradient_checkpointing_func is not None:
-                    module._gradient_checkpointing_func = gradient_checkpointing_func
-
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
-        import functools
-        from torch.utils.checkpoint import checkpoint
-
-        self._set_gradient_checkpointing(True, functools.partial(checkpoint, **kwargs))
-
-    def gradient_checkpointing_disable(self):
-        self._set_gradient_checkpointing(False)
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules() if m is not self) or any(
-            getattr(getattr(t, "timm_model", None), "grad_checkpointing", False) for t in (self.text_model, self.vision_model)
-        )
+        kwargs = {} if gradient_checkpointing_func is None else {"gradient_checkpointing_func": gradient_checkpointing_func}
+        try:
+            super()._set_gradient_checkpointing(enable=enable, every_n_layers=every_n_layers, **kwargs)
+        except ValueError:  # raised when no submodule has a transformers switch (e.g. two timm towers)
+            if not any(hasattr(t, "timm_model") for t in (self.text_model, self.vision_model)):
+                raise
 
     # -- features -------------------------------------------------------------------------------
     def get_text_features(

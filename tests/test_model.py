@@ -145,8 +145,8 @@ def test_eager_vs_sdpa_and_gradient_checkpointing(tiny_config, tiny_batch):
         model.load_state_dict(state)
         assert model.text_model.config._attn_implementation == attn
         if ckpt:
-            model.gradient_checkpointing_enable()
-            assert model.is_gradient_checkpointing
+            model.activation_checkpointing_enable()
+            assert model.is_activation_checkpointing
         got = run(model)
         for a, b in zip(ref, got):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -218,21 +218,29 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
     return trainer
 
 
+def _config_file_to_flags(path: str) -> list[str]:
+    """A JSON/YAML config as command-line flags, so that flags given after it override it."""
+    text = Path(path).read_text()
+    if path.endswith(".json"):
+        values = json.loads(text)
+    else:
+        import yaml
+
+        values = yaml.safe_load(text)
+    flags = []
+    for key, value in values.items():
+        flags.append(f"--{key}")
+        flags.extend(str(v) for v in value) if isinstance(value, list) else flags.append(str(value))
+    return flags
+
+
 def parse_args(argv=None):
+    """`ModelArguments, DataArguments, SparseCLIPTrainingArguments` from flags, or a config file + flags."""
     parser = HfArgumentParser((ModelArguments, DataArguments, SparseCLIPTrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = os.path.abspath(argv[0])
-        loaded = parser.parse_json_file(path) if path.endswith(".json") else parser.parse_yaml_file(path)
-        if len(argv) > 1:  # flags after the config file override it
-            merged = {k: v for obj in loaded for k, v in asdict(obj).items()}
-            flags = parser.parse_args_into_dataclasses(args=argv[1:], return_remaining_strings=True, look_for_args_file=False)
-            explicit = {a.split("=")[0].lstrip("-") for a in argv[1:] if a.startswith("--")}
-            for obj in flags[:-1]:
-                merged.update({k: v for k, v in asdict(obj).items() if k in explicit})
-            return parser.parse_dict(merged, allow_extra_keys=True)
-        return loaded
-    return parser.parse_args_into_dataclasses(args=argv)
+        argv = _config_file_to_flags(argv[0]) + argv[1:]
+    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
 
 
 def main(argv=None):
