@@ -1,0 +1,74 @@
+"""The paper's concept vocabulary: the first lemma of every WordNet synset ∪ wordfreq's 20K most common
+English words, underscores to spaces, duplicates removed (the paper reports 98,619 words).
+
+WordNet's `data.{noun,verb,adj,adv}` files are parsed directly (one synset per line: offset, lexfile,
+type, word count in hex, then word / lex-id pairs), which needs no NLTK corpus set-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from .install_sources import DEFAULT_CACHE_DIR
+
+logger = logging.getLogger(__name__)
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+WORDNET_POS_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
+WORDFREQ_TOP_N = 20000
+# Adjective lemmas may carry a syntactic marker: `aforesaid(a)`, `galore(ip)`, `elect(p)`.
+_ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")
+
+
+def clean_word(word: str) -> str:
+    return " ".join(_ADJ_MARKER.sub("", word).replace("_", " ").split())
+
+
+def wordnet_first_lemmas(wordnet_dir: str | os.PathLike = WORDNET_DIR) -> list[str]:
+    """The first lemma of each synset, in file order (117,659 synsets in WordNet 3.0)."""
+    wordnet_dir = Path(wordnet_dir)
+    if not (wordnet_dir / "data.noun").exists():
+        raise FileNotFoundError(f"WordNet not found in {wordnet_dir}: run `apt-get install wordnet-base` or `make sources`")
+    lemmas = []
+    for name in WORDNET_POS_FILES:
+        with open(wordnet_dir / name, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("  "):  # the licence header
+                    continue
+                fields = line.split(" ", 5)
+                lemmas.append(clean_word(fields[4]))
+    return lemmas
+
+
+def wordfreq_top_words(n: int = WORDFREQ_TOP_N) -> list[str]:
+    try:
+        from wordfreq import top_n_list
+    except ImportError as error:
+        raise ImportError("wordfreq is missing: run `pip install wordfreq` or `make sources`") from error
+    return [clean_word(w) for w in top_n_list("en", n)]
+
+
+def build_vocabulary(
+    path: str | os.PathLike | None = Path(DEFAULT_CACHE_DIR) / "vocabulary.txt",
+    wordnet_dir: str | os.PathLike = WORDNET_DIR,
+    top_n: int = WORDFREQ_TOP_N,
+) -> list[str]:
+    """WordNet first lemmas then the wordfreq words, deduplicated in that order; written one per line."""
+    words = list(dict.fromkeys(w for w in [*wordnet_first_lemmas(wordnet_dir), *wordfreq_top_words(top_n)] if w))
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(words) + "\n", encoding="utf-8")
+        logger.info("vocabulary: %d words written to %s", len(words), path)
+    return words
+
+
+def load_vocabulary(path: str | os.PathLike = Path(DEFAULT_CACHE_DIR) / "vocabulary.txt") -> list[str]:
+    """Read a vocabulary file written by `build_vocabulary` (building it first when absent)."""
+    path = Path(path)
+    if not path.exists():
+        return build_vocabulary(path)
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
