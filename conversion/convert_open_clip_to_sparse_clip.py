@@ -107,9 +107,16 @@ def infer_model_cfg(state_dict: dict, quick_gelu: bool) -> dict:
     vision_width, patch = conv.shape[0], conv.shape[-1]
     grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     text_width = state_dict[f"{text_prefix}ln_final.weight"].shape[0]
+    if vision_width % 64 or text_width % 64:
+        raise ValueError(
+            f"Cannot infer the head counts of widths {vision_width}/{text_width} (OpenAI layouts use 64-wide heads); "
+            "pass --model_name or convert a folder with open_clip_config.json."
+        )
+    bias = {"init_logit_bias": float(state_dict["logit_bias"])} if "logit_bias" in state_dict else {}
     return {
         "embed_dim": state_dict[f"{text_prefix}text_projection"].shape[1],
         "quick_gelu": quick_gelu,
+        **bias,
         "vision_cfg": {
             "image_size": grid * patch,
             "patch_size": patch,
@@ -250,7 +257,7 @@ def convert_open_clip(source: OpenCLIPSource, target: SparseCLIPTargetArguments)
             want = {"input_resolution": vision_config["image_size"], "context_length": text_config["max_position_embeddings"], "vocab_size": text_config["vocab_size"]}[key]
             assert value == want, f"checkpoint says {key}={value}, the architecture has {want}"
     logit_bias = state_dict.pop("logit_bias", None)
-    if (logit_bias is None) != (source.model_cfg.get("init_logit_bias") is None) and source.kind != "inferred":
+    if (logit_bias is None) != (source.model_cfg.get("init_logit_bias") is None):
         raise ValueError(
             f"The config {'declares' if logit_bias is None else 'has no'} init_logit_bias but the checkpoint "
             f"{'has no' if logit_bias is None else 'has a'} logit_bias."
