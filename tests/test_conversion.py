@@ -346,3 +346,12 @@ def test_transformers_clip_sparsify_is_lossless_and_keeps_rankings(tmp_path):
     assert agreement["spearman_image_to_text"] > 0.6 and agreement["spearman_text_to_image"] > 0.6
     with pytest.raises(ValueError, match="at least twice"):
         convert_clip(str(tmp_path / "clip"), _target(tmp_path, sparsify=30))
+
+
+def test_cli_sparsify_verify_prints_ranking_agreement(tmp_path, capsys):
+    model = _tiny_open_clip(TINY_CFG, seed=5)
+    folder = write_open_clip_folder(model, TINY_CFG, str(tmp_path / "src"), PREPROCESS_32)
+    open_clip_main(["--checkpoint", folder, "--output_dir", str(tmp_path / "out"), "--sparsify", "4096", "--verify"])
+    printed = capsys.readouterr().out
+    assert "activation=relu, projection_dim=4096" in printed and "Zero-shot ranking agreement" in printed
+    assert SparseCLIPModel.from_pretrained(tmp_path / "out").config.projection_dim == 4096
