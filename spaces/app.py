@@ -13,6 +13,7 @@ a folder (`--images_dir`, captions from file names). Uploads stay in a private t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -239,6 +240,7 @@ def guarded(n_outputs: int):
     """Run a handler; on any error show a message in the status box and leave other outputs as they are."""
 
     def wrap(fn):
+        @functools.wraps(fn)  # keeps the signature: gradio injects gr.SelectData by type hint
         def handler(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
@@ -251,7 +253,6 @@ def guarded(n_outputs: int):
                 message = f"**Something went wrong** ({type(error).__name__}). Try another input."
             return (message,) + tuple(gr.skip() for _ in range(n_outputs - 1))
 
-        handler.__name__ = fn.__name__
         return handler
 
     return wrap
