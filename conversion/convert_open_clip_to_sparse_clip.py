@@ -18,7 +18,6 @@ A projection wider than both towers (the paper's format) converts to activation=
 """
 
 import json
-import math
 import os
 import sys
 from dataclasses import asdict, dataclass, field

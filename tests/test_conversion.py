@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from conversion.checkpoint_io import CheckpointKeyError
 from conversion.clip_processing import build_clip_processor, build_clip_tokenizer, build_image_processor
-from conversion.common import SparseCLIPTargetArguments, save_converted
+from conversion.common import SparseCLIPTargetArguments
 from conversion.convert_clip_to_sparse_clip import convert_clip
 from conversion.convert_clip_to_sparse_clip import main as clip_main
 from conversion.convert_open_clip_to_sparse_clip import (
