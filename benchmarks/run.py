@@ -12,6 +12,7 @@ embeddings), sparsity, Clarity, modality score and label agreement (on the activ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -48,6 +49,8 @@ class BenchmarkArguments:
     vocabulary_size: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many words (faster)."})
     interpretability: bool = field(default=True, metadata={"help": "Compute Clarity, modality and label agreement."})
     label_descriptions: str = field(default="ground_truth", metadata={"help": "What label agreement compares words with: ground_truth (captions / class names) or imagenet_classifier."})
+    reference_image_size: int = field(default=224, metadata={"help": "Input size of the EfficientNet-Lite0 reference (native: 224)."})
+    cache_dir: str = field(default=".cache/bench", metadata={"help": "Cache of reference embeddings (keyed by dataset fingerprint)."})
     tau: float = field(default=0.001, metadata={"help": "Activation threshold of Clarity and active features (paper: 0.001)."})
     n_min: int = field(default=2, metadata={"help": "Minimum images per feature for Clarity (paper: 2)."})
     batch_size: int = field(default=64)
@@ -111,8 +114,17 @@ class SetContext:
         self._descriptions = None
 
     def reference_image_embeddings(self) -> np.ndarray:
+        """The reference encoder's embeddings of the set's images, cached on disk by dataset fingerprint."""
         if self._reference_images is None:
-            self._reference_images = self.references["image"].embed_images(self.images)
+            reference = self.references["image"]
+            key = hashlib.sha256(f"{self.eval_set.dataset._fingerprint}|{reference.name}".encode()).hexdigest()[:16]
+            path = Path(self.args.cache_dir) / "reference_images" / f"{self.eval_set.name}-{key}.npy"
+            if path.exists():
+                self._reference_images = np.load(path)
+            else:
+                self._reference_images = reference.embed_images(self.images)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, self._reference_images)
         return self._reference_images
 
     def description_embeddings(self) -> np.ndarray:
@@ -209,10 +221,10 @@ def load_vocabulary(args: BenchmarkArguments) -> list[str] | None:
         words = [w.strip() for w in open(args.vocabulary) if w.strip()]
     else:
         try:
-            from modeling_sparse_clip.data import build_vocabulary
+            from modeling_sparse_clip.data import load_vocabulary as load_package_vocabulary
         except ImportError:
             return None
-        words = build_vocabulary(path=os.path.join(args.data_cache_dir, "vocabulary.txt"))
+        words = load_package_vocabulary(os.path.join(args.data_cache_dir, "vocabulary.txt"))
     if args.vocabulary_size and args.vocabulary_size < len(words):
         words = sorted(random.Random(args.seed).sample(list(words), args.vocabulary_size))
     return list(words)
@@ -291,7 +303,10 @@ def run(args: BenchmarkArguments) -> dict:
     if args.interpretability:
         from .reference import EfficientNetLite0Reference, MiniLMTextReference
 
-        references = {"image": EfficientNetLite0Reference(**kwargs), "text": MiniLMTextReference(device=args.device, progress=args.progress)}
+        references = {
+            "image": EfficientNetLite0Reference(**kwargs, image_size=args.reference_image_size),
+            "text": MiniLMTextReference(device=args.device, progress=args.progress, cache_dir=args.cache_dir),
+        }
         words = load_vocabulary(args)
         if words is not None:
             vocabulary = {"words": words, "embeddings": references["text"].embed_texts(words, cache=True), "activations": {}}

@@ -115,7 +115,8 @@ def load_zero_shot(path: str, split: str = "test", name: str | None = None, max_
     if not class_names:
         raise ValueError(f"{path}: the label column is not a ClassLabel and there is no {CLASSNAMES_FILE}; cannot name the classes.")
     templates = _read_lines(path, TEMPLATES_FILE) or default_templates()
-    dataset = dataset.select_columns([image_column, label_column]).rename_columns({image_column: "image", label_column: "label"})
+    renames = {old: new for old, new in ((image_column, "image"), (label_column, "label")) if old != new}
+    dataset = dataset.select_columns([image_column, label_column]).rename_columns(renames)
     if max_examples:
         dataset = dataset.shuffle(seed=0).select(range(min(max_examples, len(dataset))))
     return EvalSet(name or _name(path), "zero_shot", dataset, list(class_names), templates)
@@ -132,7 +133,8 @@ def load_retrieval(path: str, split: str = "test", name: str | None = None, max_
     def as_list(batch):  # clip_benchmark's wds sets store the captions as one newline-separated string
         return {"text": [c if isinstance(c, list) else [s for s in str(c).split("\n") if s.strip()] for c in batch[caption_column]]}
 
-    dataset = dataset.map(as_list, batched=True, remove_columns=[caption_column]).rename_column(image_column, "image")
+    dataset = dataset.map(lambda b: {"_captions": as_list(b)["text"]}, batched=True, remove_columns=[caption_column])
+    dataset = dataset.rename_columns({"_captions": "text", **({image_column: "image"} if image_column != "image" else {})})
     return EvalSet(name or _name(path), "retrieval", dataset)
 
 

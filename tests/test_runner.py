@@ -1,0 +1,154 @@
+"""The benchmark runner end to end: tiny Sparse CLIP / dense models and a post-hoc SAE on small real eval sets."""
+
+import json
+import os
+import unicodedata
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from benchmarks import run as bench_run
+from benchmarks.suites import EvalSet, build_suite, load_retrieval, load_zero_shot
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These tests run many tiny ops; on a shared 2-core machine, 2 intra-op threads make them ~40x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def digits_eval_set(n: int = 60) -> EvalSet:
+    """scikit-learn's real 8x8 handwritten digits, upscaled to 32x32 RGB."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = [Image.fromarray((255 - d * 16).clip(0, 255).astype(np.uint8)).resize((32, 32), Image.NEAREST).convert("RGB") for d in digits.images[:n]]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=DIGIT_NAMES)})
+    dataset = datasets.Dataset.from_dict({"image": images, "label": digits.target[:n].tolist()}, features=features)
+    return EvalSet("digits", "zero_shot", dataset, DIGIT_NAMES, ["a photo of the number {}.", "a drawing of a {}."])
+
+
+def emoji_eval_set(n: int = 40) -> EvalSet:
+    """Real Noto Color Emoji glyphs rendered with Pillow; two captions each (CLDR and Unicode names)."""
+    import emoji
+
+    font = ImageFont.truetype(EMOJI_FONT, 109)
+    chars = [ch for ch in emoji.EMOJI_DATA if len(ch) == 1][:n]
+    images, captions = [], []
+    for ch in chars:
+        image = Image.new("RGB", (136, 128), "white")
+        ImageDraw.Draw(image).text((0, 0), ch, font=font, embedded_color=True)
+        images.append(image)
+        captions.append([emoji.EMOJI_DATA[ch]["en"].strip(":").replace("_", " "), unicodedata.name(ch).lower()])
+    dataset = datasets.Dataset.from_dict({"image": images, "text": captions}, features=datasets.Features(
+        {"image": datasets.Image(), "text": datasets.Sequence(datasets.Value("string"))}))
+    return EvalSet("emoji", "retrieval", dataset)
+
+
+def save_tiny_model(path, activation="relu", projection_dim=256, seed=0):
+    from conversion.clip_processing import build_clip_processor
+    from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
+    from tests.conftest import tiny_clip_configs
+
+    text, vision = tiny_clip_configs(vocab=49408)
+    text.max_position_embeddings = 32
+    text.bos_token_id, text.eos_token_id, text.pad_token_id = 49406, 49407, 49407
+    config = SparseCLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=projection_dim, activation=activation)
+    torch.manual_seed(seed)
+    SparseCLIPModel(config).eval().save_pretrained(path)
+    build_clip_processor(image_size=32, context_length=32).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    sets = [digits_eval_set(), emoji_eval_set()]
+    for s in sets:
+        s.dataset.save_to_disk(str(root / s.name))
+    digits = digits_eval_set(300).dataset.select(range(100, 300))  # a disjoint training set for the SAE
+    captions = [[f"a photo of the number {DIGIT_NAMES[label]}."] for label in digits["label"]]
+    digits.remove_columns("label").add_column("text", captions).save_to_disk(str(root / "digits_train"))
+    from wordfreq import top_n_list
+
+    (root / "vocab.txt").write_text("\n".join(top_n_list("en", 400)) + "\n")
+    return {
+        "root": root,
+        "sparse": save_tiny_model(root / "sparse", "relu", 256),
+        "dense": save_tiny_model(root / "dense", "none", 32, seed=1),
+    }
+
+
+def test_suite_loads_local_zero_shot_and_retrieval_sets(workspace):
+    zero_shot = load_zero_shot(str(workspace["root"] / "digits"))
+    assert zero_shot.task == "zero_shot" and zero_shot.class_names == DIGIT_NAMES and "{}" in zero_shot.templates[0]
+    retrieval = load_retrieval(str(workspace["root"] / "emoji"), max_examples=10)
+    assert retrieval.task == "retrieval" and len(retrieval.dataset) == 10 and len(retrieval.dataset[0]["text"]) == 2
+
+
+def test_paper_suite_fails_offline_with_a_clear_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RuntimeError, match="save_to_disk"):
+        build_suite("paper")
+
+
+def test_runner_end_to_end(workspace, tmp_path):
+    from benchmarks import train_sae_baseline
+
+    # The post-hoc baseline: a TopK SAE trained on the dense model's image and text embeddings of
+    # OTHER digits (rows 100-299, captioned with their class), then evaluated next to the models.
+    root = workspace["root"]
+    sae_dir = tmp_path / "sae_topk"
+    assert train_sae_baseline.main([
+        "--dense_model", workspace["dense"], "--width", "256", "--kind", "topk", "--k", "8", "--dataset", str(root / "digits_train"),
+        "--output_dir", str(sae_dir), "--epochs", "20", "--batch_size", "64", "--progress", "false",
+    ]) == 0
+    training = json.loads((sae_dir / "training_report.json").read_text())
+    assert training["num_images"] == 200 and training["num_texts"] == 200
+    assert training["mse_after"] < training["mse_before"] and training["l0_mean"] <= 8
+
+    args = [
+        "--models", workspace["dense"], f"sparse={workspace['sparse']}", "--sae", str(sae_dir),
+        "--suite", "none", "--zero_shot_datasets", str(root / "digits"), "--retrieval_datasets", str(root / "emoji"),
+        "--vocabulary", str(root / "vocab.txt"), "--output_dir", str(tmp_path / "out"), "--batch_size", "32", "--progress", "false",
+        "--cache_dir", str(tmp_path / "cache"), "--reference_image_size", "96",
+    ]
+    assert bench_run.main(args) == 0
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    models = report["models"]
+    assert list(models) == ["dense", "sparse", "sae_topk"]
+    for name, sets in models.items():
+        assert set(sets) == {"digits", "emoji"}
+        digits, emoji_set = sets["digits"], sets["emoji"]
+        assert 0 <= digits["top1_accuracy"] <= digits["top5_accuracy"] <= 1
+        assert 0 <= emoji_set["text_to_image_R@1"] <= emoji_set["text_to_image_R@5"] <= emoji_set["text_to_image_R@10"] <= 1
+        for key in ("clarity", "clarity_random_baseline", "multimodal_fraction", "label_agreement"):
+            assert np.isfinite(digits[key]) and np.isfinite(emoji_set[key]), (name, key)
+        assert digits["num_images"] == 60 and emoji_set["num_images"] == 40
+    # A dense model: every dimension is active (L0 = width); the ReLU model is sparser than its width.
+    assert models["dense"]["digits"]["image_l0_mean"] == 32 and models["dense"]["digits"]["width"] == 32
+    assert models["sparse"]["digits"]["image_l0_mean"] < 256
+    # The TopK SAE's codes have at most k = 8 non-zeros.
+    assert models["sae_topk"]["emoji"]["image_l0_mean"] <= 8 and models["sae_topk"]["emoji"]["width"] == 256
+    meta = report["meta"]
+    assert meta["vocabulary_size"] == 400 and "efficientnet_lite0" in meta["reference_image_encoder"]
+    assert meta["sets"]["emoji"]["num_texts"] == 80
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "| metric | dense | sparse | sae_topk |" in markdown and "Clarity" in markdown
+
+
+def test_runner_rejects_an_empty_request(tmp_path):
+    with pytest.raises(ValueError, match="Nothing to evaluate"):
+        bench_run.main(["--suite", "none", "--output_dir", str(tmp_path)])
