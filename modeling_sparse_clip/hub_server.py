@@ -20,6 +20,7 @@ file_download.py):
     POST   /{prefix}{repo}.git/info/lfs/objects/verify
     POST   /api/{type}s/{repo}/commit/{rev}       NDJSON: header, file, lfsFile, deletedFile, deletedFolder
     POST   /api/{type}s/{repo}/branch/{branch}
+    GET/POST /api/spaces/{repo}/variables
     GET    /api/{type}s/{repo}/tree/{rev}[/{path}], POST .../paths-info/{rev}, GET .../refs, .../commits/{rev}
     HEAD/GET /{prefix}{repo}/resolve/{rev}/{path} regular files: 200 with ETag (git blob sha1) and
                                                   X-Repo-Commit; LFS files: 302 to /lfs-cdn/... with
@@ -546,6 +547,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         elif rest[:1] == ["commits"] and len(rest) == 2 and method == "GET":
             self._repo(repo_type, repo_id)
             self._json(200, self.server.storage.commit_log(repo_type, repo_id, self._commit_of(repo_type, repo_id, rest[1])))
+        elif repo_type == "space" and rest == ["variables"] and method in ("GET", "POST"):
+            self._space_variables(repo_id, method)
         elif rest[:1] in (["xet-write-token"], ["xet-read-token"]):
             raise HubError(
                 501,
@@ -578,6 +581,10 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                            headers={"X-Error-Message": f"You already created this {repo_type} repo"})
                 return
             storage.create(repo_type, repo_id, private=private, sdk=payload.get("sdk"), author=org)
+            if repo_type == "space" and payload.get("variables"):
+                storage.set_meta(repo_type, repo_id, variables={
+                    v["key"]: {"value": v.get("value", ""), "description": v.get("description"), "updatedAt": _iso()} for v in payload["variables"]
+                })
         self._json(200, {"url": url, "name": repo_id, "id": repo_id})
 
     def _delete_repo(self):
@@ -640,6 +647,18 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         if repo_type == "space":
             info.update(sdk=meta.get("sdk"), runtime={"stage": "NO_APP_FILE" if "app.py" not in tree else "BUILDING"})
         self._json(200, info)
+
+    def _space_variables(self, repo_id: str, method: str):
+        """A Space's public environment variables (what its app reads, e.g. which model to load)."""
+        self._repo("space", repo_id, write=True)
+        variables = self.server.storage.meta("space", repo_id).get("variables", {})
+        if method == "POST":
+            payload = json.loads(self._body() or b"{}")
+            if not payload.get("key"):
+                raise HubError(400, "A Space variable needs a key.")
+            variables[payload["key"]] = {"value": str(payload.get("value", "")), "description": payload.get("description"), "updatedAt": _iso()}
+            self.server.storage.set_meta("space", repo_id, variables=variables)
+        self._json(200, variables)
 
     def _validate_yaml(self):
         payload = json.loads(self._body() or b"{}")

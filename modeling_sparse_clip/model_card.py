@@ -42,8 +42,11 @@ PAPER_URL = "https://arxiv.org/abs/2601.20075"
 BASE_TAGS = ["sparse-clip", "clip", "interpretability", "sparse-embeddings", "zero-shot-image-classification", "custom_code"]
 TRAINING_CONFIG_NAMES = ("training_config.json", "training_config.yaml", "training_config.yml", "train_config.json", "train_config.yaml", "train_config.yml")
 SET_KEYS = ("task", "split", "dataset_type", "dataset", "dataset_name", "metrics", "config")
-CLASSIFICATION_METRICS = re.compile(r"^(top[-_]?\d+|acc(uracy)?(@\d+)?|balanced_accuracy|mean_per_class_recall)$", re.I)
+NOT_METRICS = {"num_images", "num_texts", "num_samples", "width", "seed"}  # counts about the run, not results
+CLASSIFICATION_METRICS = re.compile(r"(top[-_]?\d|accuracy|per_class|^acc(@\d+)?$)", re.I)
 RETRIEVAL_METRICS = re.compile(r"(recall|r@\d+|i2t|t2i|image_retrieval|text_retrieval|mrr|ndcg|map@)", re.I)
+SPARSITY_METRICS = re.compile(r"(l0|active_features|dead_features)", re.I)
+INTERPRETABILITY_METRICS = re.compile(r"(clarity|modality|multimodal|image_only|text_only|label_|labelled|word_similarity)", re.I)
 
 
 @dataclass
@@ -61,7 +64,8 @@ class BenchmarkRow:
 
     @property
     def is_sparsity(self) -> bool:
-        return "l0" in self.metric.lower()
+        """L0 and feature-usage numbers: shown with the architecture, kept out of `model-index`."""
+        return bool(SPARSITY_METRICS.search(self.metric)) and not INTERPRETABILITY_METRICS.search(self.metric)
 
 
 class BenchmarkFormatError(ValueError):
@@ -71,12 +75,16 @@ class BenchmarkFormatError(ValueError):
 # ----------------------------------------------------------------------------------------------
 # Benchmark JSON
 # ----------------------------------------------------------------------------------------------
-def _infer_task(metric: str) -> str:
-    if CLASSIFICATION_METRICS.match(metric):
+def _infer_task(metrics: Iterable[str]) -> str:
+    """The task of an evaluation set, from the names of the metrics measured on it."""
+    metrics = list(metrics)
+    if any(CLASSIFICATION_METRICS.search(m) for m in metrics):
         return "zero-shot-image-classification"
-    if RETRIEVAL_METRICS.search(metric):
+    if any(RETRIEVAL_METRICS.search(m) for m in metrics):
         return "image-text-retrieval"
-    return "zero-shot-image-classification" if "acc" in metric.lower() else "evaluation"
+    if any(INTERPRETABILITY_METRICS.search(m) for m in metrics):
+        return "feature-interpretability"
+    return "evaluation"
 
 
 def _number(value: Any) -> float | None:
@@ -91,16 +99,17 @@ def _rows_from_set(model: str, set_name: str, entry: Any) -> list[BenchmarkRow]:
     if not isinstance(entry, dict):
         return []
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {k: v for k, v in entry.items() if k not in SET_KEYS}
+    metrics = {k: v for k, v in metrics.items() if k not in NOT_METRICS and _number(v) is not None}
+    set_task = entry.get("task") or _infer_task(metrics)
     rows = []
     for metric, value in metrics.items():
-        number = _number(value)
-        if number is None:
-            continue
+        # Interpretability numbers measured on a classification set are still not classification results.
+        task = "feature-interpretability" if INTERPRETABILITY_METRICS.search(metric) and not entry.get("task") else set_task
         rows.append(BenchmarkRow(
-            task=entry.get("task") or _infer_task(metric),
+            task=task,
             dataset=entry.get("dataset_name") or entry.get("dataset") or set_name,
             metric=metric,
-            value=number,
+            value=float(value),
             model=model,
             split=entry.get("split"),
             dataset_type=entry.get("dataset_type") or set_name,
@@ -120,7 +129,7 @@ def _row_from_dict(row: Any, default_model: str | None = None) -> BenchmarkRow:
     if number is None:
         raise BenchmarkFormatError(f"Benchmark row {row!r}: value must be a finite number.")
     return BenchmarkRow(
-        task=row.get("task") or _infer_task(str(row["metric"])),
+        task=row.get("task") or _infer_task([str(row["metric"])]),
         dataset=str(row["dataset"]),
         metric=str(row["metric"]),
         value=number,
@@ -364,7 +373,8 @@ def _card_body(config, name, repo_ref, facts, eval_rows, l0_rows, training, base
         lines.append(f"| converted / fine-tuned from | `{base_model}` |")
     for r in l0_rows:
         where = f" on {r.dataset}" if r.dataset != "given" else ""
-        share = f" ({100 * r.value / width:.3g}% of {width:,} dims)" if width else ""
+        is_count = re.search(r"l0(_mean|_median)?$", r.metric, re.I) is not None
+        share = f" ({100 * r.value / width:.3g}% of {width:,} dims)" if width and is_count else ""
         lines.append(f"| measured {r.metric}{where} | {_fmt(r.value)}{share} |")
     if not l0_rows:
         lines.append("| measured L0 | not measured for this checkpoint |")
