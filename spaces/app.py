@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,14 +160,30 @@ class SpaceState:
                 checkpoints, self.vocabulary, self.images, self.ids, self.captions, atlas_name=atlas_name, cache_dir=args.cache_dir
             )
         self.gallery_rows = list(range(min(48, len(self.ids))))
-        self.thumbs: dict[int, Image.Image] = {}
+        # Images go out as files written once (atomically): gradio re-writes a PIL output's cache file
+        # on every request, which races with concurrent downloads of the same image.
+        self.files_dir = Path(os.environ["GRADIO_TEMP_DIR"]) / "atlas-images"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self._files_lock = threading.Lock()
 
-    def thumb(self, row: int, size: int = 128) -> Image.Image:
-        if row not in self.thumbs:
-            image = self.images[row].copy()
-            image.thumbnail((size, size))
-            self.thumbs[row] = image
-        return self.thumbs[row]
+    def _image_file(self, row: int, size: int | None) -> str:
+        path = self.files_dir / f"{row}_{size or 'full'}.png"
+        if not path.exists():
+            image = self.images[row].convert("RGB")
+            if size:
+                image.thumbnail((size, size))
+            with self._files_lock:
+                if not path.exists():
+                    staging = path.with_suffix(f".{threading.get_ident()}.tmp")
+                    image.save(staging, format="PNG")
+                    os.replace(staging, path)
+        return str(path)
+
+    def thumb(self, row: int) -> str:
+        return self._image_file(int(row), 128)
+
+    def image_file(self, row: int) -> str:
+        return self._image_file(int(row), None)
 
     def gallery_items(self, rows):
         return [(self.thumb(r), self.captions[r][:40]) for r in rows]
@@ -331,12 +348,12 @@ class Handlers:
     def _inspect_row(self, row: int):
         acts = self.state.atlas.image_acts[row].toarray()[0]
         status, chart, table, gallery = describe_features(self.state, acts, "image")
-        return f"**{self.state.captions[row]}** · {status}", self.state.images[row], chart, table, gallery
+        return f"**{self.state.captions[row]}** · {status}", self.state.image_file(row), chart, table, gallery
 
     def inspect_upload(self, path):
         image = open_upload(path)
         status, chart, table, gallery = describe_features(self.state, self.state.encoder.encode_image(image), "image")
-        return f"**Uploaded image** · {status}", image, chart, table, gallery
+        return f"**Uploaded image** · {status}", path, chart, table, gallery
 
     def inspect_text(self, text):
         text = check_text(text)
@@ -385,10 +402,9 @@ class Handlers:
     def steer(self, row, upload, suppress, boost, top_k, strength):
         state = self.state
         if upload:
-            image = open_upload(upload)
-            acts, image_name = state.encoder.encode_image(image), "the uploaded image"
+            acts, image, image_name = state.encoder.encode_image(open_upload(upload)), upload, "the uploaded image"
         elif row is not None:
-            image, acts, image_name = state.images[int(row)], state.atlas.image_acts[int(row)].toarray()[0], f"'{state.captions[int(row)]}'"
+            image, acts, image_name = state.image_file(int(row)), state.atlas.image_acts[int(row)].toarray()[0], f"'{state.captions[int(row)]}'"
         else:
             raise UserInputError("Choose an image first: click one in the gallery or upload one.")
         suppress_words, boost_words = parse_words(state, suppress), parse_words(state, boost)
