@@ -72,7 +72,7 @@ class SpaceArguments:
     data_cache: str = field(default=str(REPO_ROOT / ".cache" / "data"), metadata={"help": "Cache folder of modeling_sparse_clip.data."})
     max_images: int = field(default=2000, metadata={"help": "At most this many atlas images."})
     vocabulary: str | None = field(default=None, metadata={"help": "A word list (one per line) for concept labels (default: the paper's vocabulary)."})
-    classes: str | None = field(default=None, metadata={"help": "Comma-separated zero-shot classes (default: the first zero-shot eval set)."})
+    classes: str | None = field(default=None, metadata={"help": "Comma-separated zero-shot classes (default: the emoji_subgroups eval set, else the first zero-shot one)."})
     templates: str = field(default="a photo of a {}.|an emoji of a {}.|an icon of a {}.", metadata={"help": "'|'-separated prompt templates when --classes is given."})
     cache_dir: str = field(default=str(REPO_ROOT / ".cache" / "interpret"), metadata={"help": "Cache of tower outputs (and labels when the model folder is read-only)."})
     evolution: bool = field(default=True, metadata={"help": "Load evolution/progress_* checkpoints when present."})
@@ -124,9 +124,11 @@ def load_classes(args: SpaceArguments) -> tuple[list[str], list[str], str]:
         return classes, args.templates.split("|"), "--classes"
     from modeling_sparse_clip.data import load_eval_sets
 
-    for eval_set in load_eval_sets(cache_dir=args.data_cache).values():
+    eval_sets = load_eval_sets(cache_dir=args.data_cache)
+    # Emoji subgroups first: the most varied everyday concepts of the embedded sets.
+    for eval_set in sorted(eval_sets.values(), key=lambda e: e.name != "emoji_subgroups"):
         if eval_set.task == "zero_shot":
-            return list(eval_set.class_names), list(eval_set.templates), eval_set.name
+            return list(eval_set.class_names), list(eval_set.templates or ["{}"]), eval_set.name
     raise FileNotFoundError("No zero-shot eval set found: pass --classes 'dog,cat,...'.")
 
 
