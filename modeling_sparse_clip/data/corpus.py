@@ -41,6 +41,13 @@ SPLIT_FRACTIONS = {"train": 0.80, "validation": 0.05, "test": 0.15}
 DEFAULT_MAX_PER_SOURCE: dict[str, int | None] = {"fashion_mnist": 5000}
 
 
+def column_values(dataset: datasets.Dataset, name: str) -> list:
+    """A column as a plain Python list (datasets 5's lazy `dataset[name]` costs a table slice per index)."""
+    if len(dataset) == 0:
+        return []
+    return dataset.select_columns([name]).to_dict()[name]
+
+
 def split_of(split_key: str, fractions: dict[str, float] = SPLIT_FRACTIONS) -> str:
     """The split a key belongs to: a uniform number from its SHA-256, cut by the fractions."""
     u = int.from_bytes(hashlib.sha256(f"split:{split_key}".encode()).digest()[:8], "big") / 2**64
@@ -88,7 +95,7 @@ def corpus_report(corpus: datasets.DatasetDict) -> dict[str, dict[str, int]]:
     """{source: {split: rows, ..., "total": rows}} read from the `source` columns."""
     report: dict[str, dict[str, int]] = {}
     for split, dataset in corpus.items():
-        for source in dataset["source"]:
+        for source in column_values(dataset, "source"):
             counts = report.setdefault(source, {s: 0 for s in corpus})
             counts[split] += 1
     for counts in report.values():
@@ -109,8 +116,8 @@ def format_report(report: dict[str, dict[str, int]]) -> str:
 def _merge(builds: list[datasets.Dataset], reserved_hashes: set[str]) -> tuple[datasets.Dataset, dict[str, int]]:
     """Concatenate, drop reserved images, merge duplicates (first occurrence wins, captions unioned)."""
     merged = datasets.concatenate_datasets(builds)
-    hashes = merged["image_hash"]
-    texts = merged["text"]
+    hashes = column_values(merged, "image_hash")
+    texts = column_values(merged, "text")
     first: dict[str, int] = {}
     keep: list[int] = []
     union: dict[int, list[str]] = {}
@@ -164,7 +171,7 @@ def build_corpus(
     builds = [build_source_dataset(name, cache_dir, limits[name]).dataset for name in names]
     reserved = fashion_mnist_test_hashes() if SOURCES["fashion_mnist"].missing(cache_dir) is None else set()
     merged, stats = _merge(builds, reserved)
-    splits = [split_of(key) for key in merged["split_key"]]
+    splits = [split_of(key) for key in column_values(merged, "split_key")]
     corpus = datasets.DatasetDict(
         {
             split: merged.select([i for i, s in enumerate(splits) if s == split]).select_columns(CORPUS_COLUMNS)
@@ -173,7 +180,8 @@ def build_corpus(
     )
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    corpus.save_to_disk(str(tmp))
+    # an explicit shard count: datasets 5.2 cannot load back an empty split saved with its default of 0 shards
+    corpus.save_to_disk(str(tmp), num_shards={split: max(1, len(d) // 20000) for split, d in corpus.items()})
     report = corpus_report(corpus)
     seconds = time.perf_counter() - start
     (tmp / "build_report.json").write_text(

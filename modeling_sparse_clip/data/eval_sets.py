@@ -18,7 +18,7 @@ from typing import Literal
 import datasets
 
 from .captions import label_to_words
-from .corpus import build_corpus
+from .corpus import build_corpus, column_values
 from .install_sources import DEFAULT_CACHE_DIR
 from .sources import (
     EMOJI_SOURCES,
@@ -79,14 +79,14 @@ def fashion_mnist_eval(size: int | None = 1000) -> EvalSet:
 
 def _zero_shot_from(test: datasets.Dataset, name: str, sources: tuple[str, ...], templates: list[str],
                     excluded: set[str] = frozenset(), min_per_class: int = 3, size: int | None = None) -> EvalSet | None:
-    source_col, label_col = test["source"], test["label"]
+    source_col, label_col, text_col = (column_values(test, c) for c in ("source", "label", "text"))
     rows = [i for i, (s, y) in enumerate(zip(source_col, label_col)) if s in sources and y and y not in excluded]
     if not rows:
         return None
     class_of = [label_to_words(y) for y in label_col]
     counts = Counter(class_of[i] for i in rows)
     rows = [i for i in rows if counts[class_of[i]] >= min_per_class]
-    rows = _take(rows, [f"{i}:{t[0]}" for i, t in enumerate(test["text"])], size)
+    rows = _take(rows, [f"{i}:{t[0]}" for i, t in enumerate(text_col)], size)
     class_names = sorted({class_of[i] for i in rows})
     index = {c: k for k, c in enumerate(class_names)}
     dataset = test.select(rows).select_columns(["image"])
@@ -98,8 +98,8 @@ def _retrieval_from(test: datasets.Dataset, name: str, sources: tuple[str, ...],
     """Held-out images with their captions; one image per first caption, so the right match is unique."""
     seen: set[str] = set()
     rows = []
-    texts = test["text"]
-    for i, source in enumerate(test["source"]):
+    texts = column_values(test, "text")
+    for i, source in enumerate(column_values(test, "source")):
         if source in sources and texts[i][0] not in seen:
             seen.add(texts[i][0])
             rows.append(i)
