@@ -153,6 +153,7 @@ class SpaceState:
         self.images, self.ids, self.captions, source = load_image_set(args)
         atlas_name = "atlas_" + hash_strings([source])
         self.atlas = load_or_build_feature_atlas(self.encoder, self.images, self.ids, self.captions, name=atlas_name, cache_dir=args.cache_dir, source=source)
+        self.atlas.image_index()  # built once here, not inside concurrent requests
         self.class_names, self.templates, self.class_source = load_classes(args)
         self.classifier = ZeroShotClassifier(self.encoder, self.class_names, self.templates)
         self.evolution = None
@@ -413,7 +414,7 @@ class Handlers:
         if not suppress_words and not boost_words:
             raise UserInputError("Name at least one concept to suppress or boost (comma-separated words, e.g. 'dog').")
         result = steer_image(
-            state.encoder, acts, state.classifier, state.atlas.image_acts, suppress=suppress_words, boost=boost_words,
+            state.encoder, acts, state.classifier, state.atlas.image_index(), suppress=suppress_words, boost=boost_words,
             top_k=int(top_k), strength=float(strength), n=5, captioner=CAPTIONER,
         )
         used = "; ".join(f"'{w}' -> {', '.join(f'f{f} ({state.labels.label(f, 2)})' for f in fs)}" for w, fs in result.features_of.items())

@@ -16,6 +16,7 @@ from modeling_sparse_clip.interpret import (
     ConceptLabels,
     FeatureAtlas,
     FeatureEncoder,
+    build_feature_atlas,
     SteeringEdit,
     ZeroShotClassifier,
     compute_concept_labels,
@@ -161,6 +162,10 @@ def test_zero_shot_and_retrieval_before_after(encoder, emoji_set):
     gallery = l2_normalize_rows(encoder.encode_images(images, progress=False))
     brute = unit(direct_images(encoder, images)) @ unit(image_acts)
     assert [r for r, _ in retrieve(image_acts, gallery, 5)] == list(np.argsort(-brute)[:5])
+    atlas = build_feature_atlas(encoder, images, chars, progress=False)
+    through_index = retrieve(image_acts, atlas.image_index(), 5)  # the project's SparseIndex
+    assert [r for r, _ in through_index] == list(np.argsort(-brute)[:5])
+    np.testing.assert_allclose([s for _, s in through_index], np.sort(brute)[::-1][:5], atol=2e-3)
 
     target = classes[3]
     result = steer_image(encoder, image_acts, classifier, gallery, boost=[target], top_k=2, strength=3.0)

@@ -108,6 +108,19 @@ class FeatureAtlas:
             "images_firing": int(round(self.density[feature] * self.num_images)),
         }
 
+    def image_index(self):
+        """A `SparseIndex` over the image activations (built on first use) for exact retrieval."""
+        if self.extra.get("_index") is None:
+            import torch
+
+            from modeling_sparse_clip.sparse_embeddings import SparseEmbeddings
+            from modeling_sparse_clip.sparse_index import SparseIndex
+
+            index = SparseIndex(self.num_features)
+            index.add(SparseEmbeddings.from_scipy(self.image_acts, dtype=torch.float32))
+            self.extra["_index"] = index
+        return self.extra["_index"]
+
     def modality_kind(self, feature: int) -> str:
         score = self.summary(feature)["modality"]
         if score is None:
@@ -135,7 +148,8 @@ class FeatureAtlas:
         tmp = path.with_suffix(".tmp")
         save_file(arrays, str(tmp), metadata={"fingerprint": self.fingerprint, "ids_hash": hash_strings(self.image_ids)})
         os.replace(tmp, path)
-        sidecar = {"image_ids": self.image_ids, "captions": self.captions, "source": self.source, "extra": self.extra}
+        extra = {k: v for k, v in self.extra.items() if not k.startswith("_")}
+        sidecar = {"image_ids": self.image_ids, "captions": self.captions, "source": self.source, "extra": extra}
         path.with_suffix(".json").write_text(json.dumps(sidecar))
         return path
 

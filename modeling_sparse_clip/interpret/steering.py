@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from .concept_labels import concept_features
 from .encoding import FeatureEncoder, l2_normalize, l2_normalize_rows
@@ -122,8 +123,15 @@ class ZeroShotClassifier:
         return [(self.class_names[i], float(probs[i])) for i in order]
 
 
-def retrieve(query_activation: np.ndarray, gallery: sp.csr_matrix, k: int = 5) -> list[tuple[int, float]]:
-    """Top-k rows of an L2-normalised CSR gallery by cosine similarity with the query."""
+def retrieve(query_activation: np.ndarray, gallery, k: int = 5) -> list[tuple[int, float]]:
+    """Top-k (row, cosine similarity) of a gallery: a `SparseIndex` (exact inverted-list search) or
+    an L2-normalised CSR matrix (a sparse product)."""
+    from modeling_sparse_clip.sparse_index import SparseIndex
+
+    if isinstance(gallery, SparseIndex):
+        query = torch.from_numpy(np.asarray(query_activation, np.float32)[None])
+        found = gallery.search(query, k=k, metric="cosine", backend="scipy")
+        return [(int(p), float(s)) for p, s in zip(found.positions[0], found.scores[0])]
     query = l2_normalize(np.asarray(query_activation, np.float32))
     scores = np.asarray(gallery @ query).ravel()
     k = min(k, len(scores))
