@@ -81,7 +81,10 @@ def _reduce_scatter(chunks: list[torch.Tensor], world: int, group, name: str) ->
     received = [torch.empty_like(chunks[0]) for _ in range(world)]
     _record(name, chunks[0], world)
     dist.all_to_all(received, [c.contiguous() for c in chunks], group=group)
-    return torch.stack(received).sum(dim=0)
+    total = received[0]
+    for other in received[1:]:  # left to right, in place: no stacked copy
+        total += other
+    return total
 
 
 def break_even_density(dtype: torch.dtype, index_bytes: int = 4) -> float:
