@@ -152,3 +152,30 @@ def test_runner_end_to_end(workspace, tmp_path):
 def test_runner_rejects_an_empty_request(tmp_path):
     with pytest.raises(ValueError, match="Nothing to evaluate"):
         bench_run.main(["--suite", "none", "--output_dir", str(tmp_path)])
+
+
+def test_embedded_suite_reads_the_data_package_eval_sets(workspace, tmp_path, monkeypatch):
+    """The `embedded` suite takes the data package's EvalSet objects as they are: here its real
+    Fashion-MNIST test set (40 images; the other embedded sets need the full corpus build)."""
+    import modeling_sparse_clip.data as data
+    from modeling_sparse_clip.data.eval_sets import fashion_mnist_eval
+
+    if not os.path.exists("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("apt dataset-fashion-mnist is not installed (make sources)")
+    calls = {}
+
+    def only_fashion_mnist(cache_dir):
+        calls["cache_dir"] = cache_dir
+        return {"fashion_mnist": fashion_mnist_eval(size=40)}
+
+    monkeypatch.setattr(data, "load_eval_sets", only_fashion_mnist)
+    report = bench_run.run(bench_run.BenchmarkArguments(
+        models=[workspace["sparse"]], suite="embedded", data_cache_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"),
+        vocabulary=str(workspace["root"] / "vocab.txt"), cache_dir=str(tmp_path / "cache"), reference_image_size=64, progress=False,
+    ))
+    assert calls["cache_dir"] == str(tmp_path / "data")
+    result = report["models"]["sparse"]["fashion_mnist"]
+    assert result["num_images"] == 40 and 0 <= result["top1_accuracy"] <= 1
+    # 10 classes x the data package's templates were embedded as the class prompts.
+    assert report["meta"]["sets"]["fashion_mnist"]["num_texts"] % 10 == 0
+    assert np.isfinite(result["clarity"]) and np.isfinite(result["label_agreement"])
