@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import HfApi, SpaceCard, SpaceCardData
+from huggingface_hub import HfApi, RepoUrl, SpaceCard, SpaceCardData
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
 import modeling_sparse_clip
@@ -197,6 +197,20 @@ def explain_hub_error(exc: BaseException, *, endpoint: str, repo_id: str, step: 
 # ----------------------------------------------------------------------------------------------
 # Publishing
 # ----------------------------------------------------------------------------------------------
+def _create_or_reuse_repo(api: HfApi, repo_id: str, *, repo_type: str, exist_ok: bool, **kwargs) -> RepoUrl:
+    """`create_repo`, treating "already exists" ourselves: huggingface_hub 2.4's own exist_ok fallback
+    (after a 401/403) builds its RepoUrl for the default endpoint and fails on any other Hub."""
+    prefix = "" if repo_type == "model" else f"{repo_type}s/"
+    try:
+        return api.create_repo(repo_id, repo_type=repo_type, exist_ok=False, **kwargs)
+    except HfHubHTTPError as exc:
+        status = _status(exc)
+        # 403: a token that may write to the repo but not create repos in that namespace.
+        if exist_ok and (status == 409 or (status == 403 and api.repo_exists(repo_id, repo_type=repo_type))):
+            return RepoUrl(f"{api.endpoint}/{prefix}{repo_id}", endpoint=api.endpoint)
+        raise
+
+
 def push_sparse_clip_to_hub(
     folder_or_model,
     repo_id: str,
@@ -230,7 +244,7 @@ def push_sparse_clip_to_hub(
         files = stage_model(folder_or_model, stage, repo_id=repo_id, processor=processor, benchmark_json=benchmark_json, card_kwargs=card_kwargs)
         step = f"create the model repo {repo_id}"
         try:
-            repo_url = api.create_repo(repo_id, private=private, exist_ok=exist_ok, repo_type="model")
+            repo_url = _create_or_reuse_repo(api, repo_id, repo_type="model", exist_ok=exist_ok, private=private)
             step = f"push the model to {repo_id}"
             commit = api.upload_folder(
                 folder_path=stage,
@@ -245,7 +259,7 @@ def push_sparse_clip_to_hub(
                 stage_space(space_dir, space_stage, model_repo_id=repo_url.repo_id, space_repo_id=space_repo_id)
                 step = f"create the Space repo {space_repo_id}"
                 variables = [{"key": SPACE_MODEL_VARIABLE, "value": repo_url.repo_id, "description": "The Sparse CLIP model the app loads"}]
-                space_url = api.create_repo(space_repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True, space_variables=variables)
+                space_url = _create_or_reuse_repo(api, space_repo_id, repo_type="space", exist_ok=True, space_sdk="gradio", private=private, space_variables=variables)
                 # create_repo sets variables only on a new Space: set it on an existing one too.
                 api.add_space_variable(space_url.repo_id, SPACE_MODEL_VARIABLE, repo_url.repo_id, description=variables[0]["description"])
                 step = f"push the Space files to {space_repo_id}"
