@@ -1,10 +1,9 @@
 """What every converter shares: the target arguments, assembling the SparseCLIPModel from converted
 weights (activation, `--sparsify` head, logit scale and bias), saving with the Hub code, publishing.
 
-The logit bias (SigLIP-style OpenCLIP models have one) has no parameter in SparseCLIPModel. It is
-carried as `config.logit_bias`: a constant added to every logit changes neither softmax direction
-(zero-shot classification and retrieval rankings are unchanged) and only matters for sigmoid
-probabilities, so `verify.sparse_clip_outputs` adds it back before comparing logits.
+The logit bias (SigLIP-style OpenCLIP models have one) is carried as `config.logit_bias`, a constant
+the model adds to its logits: it changes neither softmax direction (zero-shot classification and
+retrieval rankings are unchanged) and only matters for sigmoid probabilities.
 """
 
 import math

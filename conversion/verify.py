@@ -48,13 +48,12 @@ def real_images_and_captions(emoji: tuple[str, ...] = DEFAULT_EMOJI) -> tuple[li
 
 @torch.no_grad()
 def sparse_clip_outputs(model, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask=None) -> dict:
-    """Un-normalised features and image->text logits of a SparseCLIPModel (plus a carried logit bias)."""
+    """Un-normalised features and image->text logits of a SparseCLIPModel (its logits include `config.logit_bias`)."""
     out = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
-    bias = getattr(model.config, "logit_bias", None) or 0.0
     return {
         "image_features": out.image_activations,
         "text_features": out.text_activations,
-        "logits_per_image": out.logits_per_image + bias,
+        "logits_per_image": out.logits_per_image,
     }
 
 

@@ -38,6 +38,8 @@ class SparseCLIPConfig(PreTrainedConfig):
             token, timm's global pool), `mean` (attention-masked mean of `last_hidden_state`, what
             sentence-transformers use for MiniLM) or `cls` (first token).
         text_embed_dim / vision_embed_dim (`int`): tower output widths; filled in by the model.
+        logit_bias (`float`): a constant added to the logits (OpenCLIP checkpoints that have one); it changes
+            no softmax and no ranking, only the reported logits.
     """
 
     model_type = "sparse_clip"
@@ -59,6 +61,7 @@ class SparseCLIPConfig(PreTrainedConfig):
     vision_pooling: str = "pooler"
     text_embed_dim: int | None = None
     vision_embed_dim: int | None = None
+    logit_bias: float | None = None
     initializer_factor: float = 1.0
 
     def __post_init__(self, **kwargs):

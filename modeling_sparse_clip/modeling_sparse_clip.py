@@ -331,6 +331,8 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
         text_embeds = F.normalize(text_activations, dim=-1)
         scale = self.effective_logit_scale()
         logits_per_text = scale * text_embeds @ image_embeds.t()
+        if self.config.logit_bias is not None:
+            logits_per_text = logits_per_text + self.config.logit_bias
         logits_per_image = logits_per_text.t()
 
         loss = None

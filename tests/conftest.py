@@ -40,3 +40,57 @@ def tiny_batch():
         "attention_mask": torch.ones(6, 12, dtype=torch.long),
         "pixel_values": torch.randn(6, 3, 32, 32, generator=g),
     }
+
+
+NOTO_EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
+
+
+def render_emoji_pairs(n: int = 48):
+    """(image, caption) pairs: real Noto Color Emoji glyphs with their CLDR names (`emoji` package)."""
+    import emoji
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not os.path.exists(NOTO_EMOJI_FONT):
+        pytest.skip("Noto Color Emoji not installed: apt-get install fonts-noto-color-emoji (or `make sources`)")
+    font = ImageFont.truetype(NOTO_EMOJI_FONT, 109)
+    singles = [ch for ch, data in emoji.EMOJI_DATA.items() if len(ch) == 1 and data.get("status") == emoji.STATUS["fully_qualified"]]
+    pairs = []
+    for ch in singles[:n]:
+        image = Image.new("RGB", (136, 128), "white")
+        ImageDraw.Draw(image).text((0, 0), ch, font=font, embedded_color=True)
+        pairs.append((image, emoji.EMOJI_DATA[ch]["en"].strip(":").replace("_", " ")))
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def emoji_dataset_dir(tmp_path_factory):
+    """A small real image-text dataset saved with `save_to_disk` (columns image, text)."""
+    import datasets
+
+    pairs = render_emoji_pairs(48)
+    folder = tmp_path_factory.mktemp("emoji_ds")
+    ds = datasets.Dataset.from_dict(
+        {"image": [p[0] for p in pairs], "text": [[p[1], f"an emoji of {p[1]}"] for p in pairs]},
+        features=datasets.Features({"image": datasets.Image(), "text": datasets.Sequence(datasets.Value("string"))}),
+    )
+    ds.save_to_disk(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_towers_dir(tmp_path_factory):
+    """Tiny random CLIP towers saved as folders + a real CLIP processor (BPE tokenizer), for fast training tests."""
+    import torch
+    from transformers import CLIPTextModel, CLIPVisionModel
+
+    from conversion.clip_processing import build_clip_processor
+
+    folder = tmp_path_factory.mktemp("towers")
+    text, vision = tiny_clip_configs(vocab=49408)
+    text.max_position_embeddings = 32
+    text.bos_token_id, text.eos_token_id, text.pad_token_id = 49406, 49407, 49407
+    torch.manual_seed(0)
+    CLIPTextModel(text).save_pretrained(folder / "text")
+    CLIPVisionModel(vision).save_pretrained(folder / "vision")
+    build_clip_processor(image_size=32, context_length=32).save_pretrained(folder / "processor")
+    return folder

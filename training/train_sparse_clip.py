@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoProcessor, CLIPTextConfig, CLIPVisionConfig, HfArgumentParser, TrainingArguments
+from transformers import AutoModel, AutoProcessor, CLIPTextConfig, CLIPVisionConfig, HfArgumentParser, TrainingArguments, set_seed
 
 from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
 
@@ -109,12 +109,20 @@ def _default_processor(args: ModelArguments):
         from modeling_sparse_clip.pretrained_towers import embedded_processor
 
         return embedded_processor(image_size=args.image_size, max_length=args.max_text_length)
+    if args.vision_tower in BUILTIN_TOWERS and args.vision_tower.startswith("clip-"):
+        from conversion.clip_processing import build_clip_processor  # OpenAI CLIP's BPE + preprocessing
+
+        return build_clip_processor(image_size=args.image_size, context_length=args.max_text_length)
     raise ValueError("Cannot tell which processor to use: pass --processor_name_or_path (a CLIPProcessor folder or Hub id).")
 
 
 def _set_trainable(tower: torch.nn.Module, spec: str, name: str) -> None:
     if spec == "all":
         return
+    if spec == "none":
+        # A frozen tower always runs in eval mode (no dropout, fixed BatchNorm statistics), so that live
+        # and cached tower features agree and the pretrained statistics are not drifted by our data.
+        tower.register_forward_pre_hook(lambda module, args: None if module.eval() else None)
     fragments = [] if spec == "none" else [f.strip() for f in spec.split(",") if f.strip()]
     hits = 0
     for param_name, param in tower.named_parameters():
@@ -182,13 +190,13 @@ def build_train_dataset(model, processor, model_args, data_args, training_args):
         return CachedPairDataset(features), None
     if not hasattr(pairs, "__len__"):  # streaming: the collator picks the first caption
         return pairs, ImageTextCollator(processor, model_args.max_text_length)
-    return PairDataset(pairs, "image", "text") if data_args.dataset == "embedded" else PairDataset(
-        pairs, data_args.image_column, data_args.text_column
-    ), ImageTextCollator(processor, model_args.max_text_length)
+    # both the embedded corpus and load_image_text_dataset name the columns image / text
+    return PairDataset(pairs), ImageTextCollator(processor, model_args.max_text_length)
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: SparseCLIPTrainingArguments, callbacks=()):
     """Build, train, save. Returns the trainer (its `state.log_history` holds loss + telemetry)."""
+    set_seed(training_args.seed)  # the new heads' initialisation must be reproducible too
     model, processor = build_model(model_args)
     train_dataset, collator = build_train_dataset(model, processor, model_args, data_args, training_args)
     all_callbacks = [EpochCallback(train_dataset), *callbacks]

@@ -1,0 +1,147 @@
+"""Training with Trainer: telemetry, the cap, checkpoints with code, evolution folders, cached towers,
+resume after a kill, NaN stop, torchrun with 2 gloo processes."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modeling_sparse_clip import SparseCLIPModel
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _flags(towers, data, out, **extra):
+    flags = {
+        "vision_tower": towers / "vision", "text_tower": towers / "text", "processor_name_or_path": towers / "processor",
+        "projection_dim": 256, "dataset": data, "output_dir": out, "per_device_train_batch_size": 8,
+        "max_steps": 8, "learning_rate": 5e-3, "logging_steps": 1, "save_steps": 4, "seed": 0,
+        "use_cpu": True, "report_to": "none", "dataloader_num_workers": 0, "max_text_length": 32,
+        "logit_scale_init": 10.0, "logit_scale_cap": 12.0, "disable_tqdm": True, "save_total_limit": 3,
+    }
+    flags.update(extra)
+    out_flags = []
+    for k, v in flags.items():
+        out_flags += [f"--{k}", str(v)]
+    return out_flags
+
+
+def _train(flags, callbacks=()):
+    from training.train_sparse_clip import parse_args, train
+
+    return train(*parse_args(flags), callbacks=callbacks)
+
+
+def test_trainer_run_logs_telemetry_saves_code_and_respects_cap(tiny_towers_dir, emoji_dataset_dir, tmp_path):
+    out = tmp_path / "run"
+    _train(_flags(tiny_towers_dir, emoji_dataset_dir, out, evolution_fractions="0.25,0.5,1.0"))
+    state = json.loads((out / "trainer_state.json").read_text())
+    logs = [e for e in state["log_history"] if "loss" in e]
+    assert len(logs) == 8
+    for entry in logs:
+        for key in ("l0_image_mean", "l0_image_median", "l0_text_mean", "l0_image_pct_width", "active_features_pct", "dead_features", "logit_scale"):
+            assert key in entry, key
+        assert entry["logit_scale"] <= 12.0 + 1e-3
+        assert 0 < entry["l0_image_mean"] <= 256
+    assert logs[-1]["loss"] < logs[0]["loss"]
+    checkpoint = out / "checkpoint-4"
+    names = set(os.listdir(checkpoint))
+    assert {"model.safetensors", "config.json", "modeling_sparse_clip.py", "configuration_sparse_clip.py",
+            "processor_config.json", "checkpoint_complete", "trainer_state.json"} <= names, names
+    model = SparseCLIPModel.from_pretrained(checkpoint)
+    assert model.logit_scale.item() <= math.log(12.0) + 1e-6
+    assert sorted(os.listdir(out / "evolution")) == ["progress_025", "progress_050", "progress_100"]
+    final = load_file(out / "model.safetensors")
+    evolved = load_file(out / "evolution" / "progress_100" / "model.safetensors")
+    torch.testing.assert_close(final["visual_projection.weight"], evolved["visual_projection.weight"])
+    assert (out / "training_config.json").exists()
+
+
+def test_cached_tower_features_train_the_same_model(tiny_towers_dir, emoji_dataset_dir, tmp_path):
+    """Heads trained on cached tower outputs == heads trained through frozen towers (same batches)."""
+    common = dict(vision_trainable="none", text_trainable="none", max_steps=4, save_steps=100)
+    _train(_flags(tiny_towers_dir, emoji_dataset_dir, tmp_path / "raw", **common))
+    cache = tmp_path / "cache"
+    _train(_flags(tiny_towers_dir, emoji_dataset_dir, tmp_path / "cached", cache_tower_features=True, data_cache_dir=cache, **common))
+    files = list((cache / "tower_features").glob("*.safetensors"))
+    assert len(files) == 1
+    mtime = files[0].stat().st_mtime
+    _train(_flags(tiny_towers_dir, emoji_dataset_dir, tmp_path / "cached2", cache_tower_features=True, data_cache_dir=cache, **common))
+    assert files[0].stat().st_mtime == mtime  # second run reused the cache
+    raw, cached = load_file(tmp_path / "raw" / "model.safetensors"), load_file(tmp_path / "cached" / "model.safetensors")
+    for key in ("visual_projection.weight", "text_projection.weight", "logit_scale"):
+        torch.testing.assert_close(raw[key], cached[key], rtol=1e-4, atol=1e-5)
+    frozen = [k for k in raw if k.startswith("vision_model.")]
+    torch.testing.assert_close(raw[frozen[0]], cached[frozen[0]], rtol=0, atol=0)
+
+
+def test_cache_needs_frozen_towers(tiny_towers_dir, emoji_dataset_dir, tmp_path):
+    with pytest.raises(ValueError, match="needs frozen towers"):
+        _train(_flags(tiny_towers_dir, emoji_dataset_dir, tmp_path / "x", cache_tower_features=True, data_cache_dir=tmp_path))
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_towers_dir, emoji_dataset_dir, tmp_path):
+    flags_full = _flags(tiny_towers_dir, emoji_dataset_dir, tmp_path / "full")
+    _train(flags_full)
+    # a run killed hard (os._exit, like SIGKILL: nothing is flushed) right after step 6, i.e. after checkpoint-4
+    killed_dir = tmp_path / "killed"
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from transformers import TrainerCallback
+        from training.train_sparse_clip import parse_args, train
+        class Kill(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == 6:
+                    os._exit(137)
+        train(*parse_args({_flags(tiny_towers_dir, emoji_dataset_dir, killed_dir)!r}), callbacks=[Kill()])
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 137, res.stderr[-2000:]
+    assert not (killed_dir / "model.safetensors").exists()
+    _train(_flags(tiny_towers_dir, emoji_dataset_dir, killed_dir, resume_from_checkpoint="latest"))
+    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(killed_dir / "model.safetensors")
+    assert full.keys() == resumed.keys()
+    for key in full:
+        torch.testing.assert_close(full[key], resumed[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tiny_towers_dir, emoji_dataset_dir, tmp_path):
+    from transformers import TrainerCallback
+
+    from training.trainer import NonFiniteLossError
+
+    class Corrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step == 5:
+                with torch.no_grad():
+                    model.visual_projection.weight.fill_(float("nan"))
+
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match=r"at step 6.*Last good checkpoint: .*checkpoint-4"):
+        _train(_flags(tiny_towers_dir, emoji_dataset_dir, out), callbacks=[Corrupt()])
+    good = load_file(out / "checkpoint-4" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in good.values())
+    assert not (out / "checkpoint-8").exists() and not (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes(tiny_towers_dir, emoji_dataset_dir, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+           "-m", "training.train_sparse_clip", *_flags(tiny_towers_dir, emoji_dataset_dir, out, per_device_train_batch_size=4,
+                                                       max_steps=3, save_steps=100, ddp_backend="gloo")]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    SparseCLIPModel.from_pretrained(out)

@@ -1,0 +1,110 @@
+"""The main job: build the embedded corpus, train the embedded Sparse CLIP and its dense baseline, evaluate
+both on the held-out sets and print them side by side.
+
+    python -m training.run_embedded            # `make main` runs this after installing everything
+
+Both models share the same frozen pretrained towers (EfficientNet-Lite0, all-MiniLM-L6-v2), so the towers
+run once over the corpus (cached) and only the heads train: sparse = 8,192-wide relu head, dense = 512-wide
+linear head (the "original width" baseline), same data and budget.
+"""
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+@dataclass
+class EmbeddedRunArguments:
+    output_dir: str = field(default="outputs/embedded")
+    data_cache_dir: str = field(default=".cache/data")
+    sparse_config: str = field(default=str(CONFIGS / "embedded_sparse.json"))
+    dense_config: str = field(default=str(CONFIGS / "embedded_dense.json"))
+    num_train_epochs: float | None = field(default=None, metadata={"help": "override both configs' epochs"})
+    skip_eval: bool = field(default=False)
+    vocabulary_size: int | None = field(default=None, metadata={"help": "label agreement over a random subset of the vocabulary (faster)"})
+
+
+def _train(config: str, output_dir: Path, args: EmbeddedRunArguments):
+    from .train_sparse_clip import parse_args, train
+
+    flags = [config, "--output_dir", str(output_dir), "--data_cache_dir", args.data_cache_dir]
+    if args.num_train_epochs is not None:
+        flags += ["--num_train_epochs", str(args.num_train_epochs)]
+    started = time.time()
+    trainer = train(*parse_args(flags))
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    return {"seconds": round(time.time() - started, 1), "last_log": logs[-1] if logs else {}, "steps": trainer.state.global_step}
+
+
+def side_by_side(report: dict, training: dict) -> str:
+    """A Markdown table: one row per metric and held-out set, one column per model."""
+    models = list(report["models"])
+    rows = []
+    for set_name, meta in report["meta"]["sets"].items():
+        if meta["task"] == "zero_shot":
+            keys = [("top1", "zero-shot top-1 %")]
+        else:
+            keys = [("image_to_text_R@1", "i->t R@1 %"), ("image_to_text_R@5", "i->t R@5 %"), ("text_to_image_R@1", "t->i R@1 %"), ("text_to_image_R@5", "t->i R@5 %")]
+        for key, label in keys:
+            values = [report["models"][m].get(set_name, {}).get(key) for m in models]
+            if any(v is not None for v in values):
+                rows.append((f"{set_name}: {label}", [None if v is None else 100 * v for v in values]))
+    for key, label in (("image_l0_mean", "image L0 (mean)"), ("image_l0_pct_width", "image L0 % of width"), ("text_l0_mean", "text L0 (mean)")):
+        values = [_mean_over_sets(report["models"][m], key) for m in models]
+        if any(v is not None for v in values):
+            rows.append((label, values))
+    rows.append(("logit scale (trained)", [training.get(m, {}).get("last_log", {}).get("logit_scale") for m in models]))
+    rows.append(("training seconds", [training.get(m, {}).get("seconds") for m in models]))
+    lines = ["| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for label, values in rows:
+        lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
+def _mean_over_sets(sets: dict, key: str):
+    values = [m[key] for m in sets.values() if isinstance(m.get(key), (int, float)) and not math.isnan(m[key])]
+    return sum(values) / len(values) if values else None
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (args,) = HfArgumentParser(EmbeddedRunArguments).parse_args_into_dataclasses(args=argv)
+    from modeling_sparse_clip.data import build_corpus, format_report, corpus_report
+
+    started = time.time()
+    corpus = build_corpus(cache_dir=args.data_cache_dir)
+    print(format_report(corpus_report(corpus)))
+    out = Path(args.output_dir)
+    training = {
+        "sparse": _train(args.sparse_config, out / "sparse", args),
+        "dense": _train(args.dense_config, out / "dense", args),
+    }
+    (out / "training_summary.json").write_text(json.dumps(training, indent=2))
+    if args.skip_eval:
+        return
+    from benchmarks.run import BenchmarkArguments, run
+
+    report = run(
+        BenchmarkArguments(
+            models=[f"sparse={out / 'sparse'}", f"dense={out / 'dense'}"],
+            suite="embedded",
+            output_dir=str(out / "bench"),
+            data_cache_dir=args.data_cache_dir,
+            vocabulary_size=args.vocabulary_size,
+        )
+    )
+    table = side_by_side(report, training)
+    (out / "results.md").write_text(table + "\n")
+    print("\nHeld-out evaluation (embedded suite)\n" + table)
+    print(f"\nFull benchmark: {out / 'bench' / 'results.md'}; total wall time {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
