@@ -172,6 +172,7 @@ def test_embedded_suite_reads_the_data_package_eval_sets(workspace, tmp_path, mo
     report = bench_run.run(bench_run.BenchmarkArguments(
         models=[workspace["sparse"]], suite="embedded", data_cache_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"),
         vocabulary=str(workspace["root"] / "vocab.txt"), cache_dir=str(tmp_path / "cache"), reference_image_size=64, progress=False,
+        label_descriptions="imagenet_classifier",  # descriptions from the reference classifier, not ground truth
     ))
     assert calls["cache_dir"] == str(tmp_path / "data")
     result = report["models"]["sparse"]["fashion_mnist"]

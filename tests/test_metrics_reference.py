@@ -1,0 +1,44 @@
+"""The reference encoders the interpretability metrics judge with: real pretrained weights, loaded offline."""
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_efficientnet_reference_recognises_real_photos():
+    """The pretrained ImageNet weights are really loaded: scikit-learn's two sample photos (a Chinese
+    temple, a flower) land in matching ImageNet classes, which random weights would not do."""
+    import timm
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from benchmarks.reference import EfficientNetLite0Reference
+
+    reference = EfficientNetLite0Reference(progress=False)
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    names = [d.split(",")[0] for d in timm.data.ImageNetInfo().label_descriptions()]
+    probabilities = reference.classify_images(photos)
+    top5 = [[names[i] for i in np.argsort(-row)[:5]] for row in probabilities]
+    assert top5[0][0] in {"palace", "monastery", "church", "bell cote", "stupa", "pagoda"}, top5[0]
+    assert "daisy" in top5[1], top5[1]
+    features = reference.embed_images(photos)
+    assert features.shape == (2, 1280) and (features >= 0).all()  # global-pooled post-ReLU6 features
+
+
+def test_minilm_reference_puts_related_words_together(tmp_path):
+    from benchmarks.reference import MiniLMTextReference
+
+    text = MiniLMTextReference(progress=False, cache_dir=tmp_path)
+    cat, kitten, truck = text.embed_texts(["cat", "kitten", "truck"], cache=True)
+    assert cat @ kitten > cat @ truck + 0.2
+    np.testing.assert_allclose(np.linalg.norm([cat, kitten, truck], axis=1), 1.0, rtol=1e-5)
+    assert len(list(tmp_path.glob("minilm_3_*.npy"))) == 1  # cached by a hash of the words
+    np.testing.assert_array_equal(text.embed_texts(["cat", "kitten", "truck"], cache=True)[0], cat)
