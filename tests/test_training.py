@@ -33,6 +33,14 @@ def _flags(towers, data, out, **extra):
     return out_flags
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _train(flags, callbacks=()):
     from training.train_sparse_clip import parse_args, train
 
@@ -137,7 +145,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tiny_towers_di
 @pytest.mark.slow
 def test_torchrun_two_gloo_processes(tiny_towers_dir, emoji_dataset_dir, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "training.train_sparse_clip", *_flags(tiny_towers_dir, emoji_dataset_dir, out, per_device_train_batch_size=4,
                                                        max_steps=3, save_steps=100, ddp_backend="gloo")]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
