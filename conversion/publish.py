@@ -148,10 +148,8 @@ def stage_space(space_dir: str | os.PathLike, stage: Path, *, model_repo_id: str
     if readme.is_file():
         card = SpaceCard.load(readme)
     else:
-        card = SpaceCard.from_template(
-            SpaceCardData(title=space_repo_id.split("/")[-1], sdk="gradio", app_file="app.py"),
-            template_str="---\n{{ card_data }}\n---\n\nExplore the features of the Sparse CLIP model " + f"[{model_repo_id}](../../{model_repo_id}).\n",
-        )
+        data = SpaceCardData(title=space_repo_id.split("/")[-1], sdk="gradio", app_file="app.py")
+        card = SpaceCard(f"---\n{data.to_yaml()}\n---\n\nExplore the features of the Sparse CLIP model [{model_repo_id}](../../{model_repo_id}).\n")
     models = list(card.data.get("models") or [])
     if model_repo_id not in models:
         card.data.models = [*models, model_repo_id]

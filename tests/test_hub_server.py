@@ -4,7 +4,6 @@ Also checks that what it stores is a real git + git-LFS repository, and that the
 `olah` mirror serves an exported copy to the real download client.
 """
 
-import base64
 import hashlib
 import json
 import os
