@@ -285,7 +285,6 @@ def write_markdown(results: dict, meta: dict, path: Path) -> None:
 
 
 def run(args: BenchmarkArguments) -> dict:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.models and not args.sae:
         raise ValueError("Nothing to evaluate: pass --models DIR [DIR ...] and/or --sae DIR [DIR ...].")
     if args.label_descriptions not in ("ground_truth", "imagenet_classifier"):

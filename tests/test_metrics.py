@@ -305,3 +305,19 @@ def test_label_agreement_of_unrelated_labels_is_chance():
         word_activations=aligned_activations, word_embeddings=aligned_words, seed=5,
     )
     assert result["label_agreement"] > 0.8
+
+
+def test_clarity_random_sets_are_uniform_distinct_subsets_of_the_right_size():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("clarity_module", os.path.join(METRICS, "clarity", "clarity.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(0)
+    sizes = np.array([2, 5, 9, 9, 30, 39, 40] * 300)  # small sets (rejection sampling) and large ones (> N/4: permutation)
+    sets = module.random_sets(40, sizes, rng)
+    assert sets.max() == 1  # no image twice in a set
+    np.testing.assert_array_equal(np.asarray(sets.sum(axis=0)).ravel(), sizes)
+    # Uniform: every image is equally likely to be in a size-9 set (600 sets: 135 memberships each, sd ~11).
+    counts = np.asarray(sets[:, np.flatnonzero(sizes == 9)].sum(axis=1)).ravel()
+    assert counts.min() > 135 - 5 * 11 and counts.max() < 135 + 5 * 11

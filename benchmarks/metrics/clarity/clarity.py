@@ -92,6 +92,28 @@ def set_clarity(membership, unit_embeddings):
     return ((sums**2).sum(axis=1) - sizes) / (sizes * (sizes - 1)), sizes
 
 
+def random_sets(num_images, sizes, rng):
+    """For each size n_i, n_i distinct images drawn uniformly: a sparse 0/1 [N, len(sizes)] matrix.
+
+    Vectorised rejection sampling: draw every member at once, redraw the (rare) repeats within a set
+    until none are left; large sets (over a quarter of the images) use a permutation instead."""
+    sizes = np.asarray(sizes, np.int64)
+    large = sizes > num_images // 4
+    cols = np.repeat(np.arange(len(sizes)), np.where(large, 0, sizes))
+    rows = rng.integers(0, num_images, size=len(cols))
+    while True:
+        order = np.lexsort((rows, cols))
+        repeat = np.zeros(len(cols), dtype=bool)
+        repeat[order[1:]] = (cols[order[1:]] == cols[order[:-1]]) & (rows[order[1:]] == rows[order[:-1]])
+        if not repeat.any():
+            break
+        rows[repeat] = rng.integers(0, num_images, size=int(repeat.sum()))
+    big = np.flatnonzero(large)
+    rows = np.concatenate([rows] + [rng.permutation(num_images)[: sizes[f]] for f in big])
+    cols = np.concatenate([cols] + [np.full(sizes[f], f) for f in big])
+    return sp.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(num_images, len(sizes)))
+
+
 class Clarity(evaluate.Metric):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -146,10 +168,7 @@ class Clarity(evaluate.Metric):
         rng = np.random.default_rng(seed)
         baseline = []
         for _ in range(baseline_draws):
-            rows = np.concatenate([rng.choice(num_images, size=int(n), replace=False) for n in sizes])
-            cols = np.repeat(np.arange(len(sizes)), sizes.astype(np.int64))
-            random_sets = sp.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(num_images, len(sizes)))
-            baseline.append(set_clarity(random_sets, units)[0].mean())
+            baseline.append(set_clarity(random_sets(num_images, sizes.astype(np.int64), rng), units)[0].mean())
         result["random_baseline_clarity"] = float(np.mean(baseline))
         if return_per_feature:
             result["clarity_per_feature"] = {int(f): float(c) for f, c in zip(active, clarity)}
