@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import datasets
+from filelock import FileLock
 
 from .install_sources import DEFAULT_CACHE_DIR
 from .sources import (
@@ -162,11 +163,17 @@ def build_corpus(
     fingerprints = {name: source_fingerprint(SOURCES[name], cache_dir, limits[name]) for name in names}
     fingerprint = _digest("corpus", BUILDER_VERSION, fingerprints, SPLIT_FRACTIONS)
     path = Path(cache_dir) / f"corpus-{fingerprint}"
-    if (path / "dataset_dict.json").exists():
-        corpus = datasets.load_from_disk(str(path))
-        logger.info("corpus %s loaded from cache %s\n%s", fingerprint, path, format_report(corpus_report(corpus)))
-        return corpus
+    if not (path / "dataset_dict.json").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):  # concurrent builders: one builds, the others wait for it
+            if not (path / "dataset_dict.json").exists():
+                return _build_and_save(names, limits, cache_dir, fingerprints, fingerprint, path)
+    corpus = datasets.load_from_disk(str(path))
+    logger.info("corpus %s loaded from cache %s\n%s", fingerprint, path, format_report(corpus_report(corpus)))
+    return corpus
 
+
+def _build_and_save(names, limits, cache_dir, fingerprints, fingerprint, path: Path) -> datasets.DatasetDict:
     start = time.perf_counter()
     builds = [build_source_dataset(name, cache_dir, limits[name]).dataset for name in names]
     reserved = fashion_mnist_test_hashes() if SOURCES["fashion_mnist"].missing(cache_dir) is None else set()
@@ -178,7 +185,7 @@ def build_corpus(
             for split in SPLIT_FRACTIONS
         }
     )
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     # an explicit shard count: datasets 5.2 cannot load back an empty split saved with its default of 0 shards
     corpus.save_to_disk(str(tmp), num_shards={split: max(1, len(d) // 20000) for split, d in corpus.items()})

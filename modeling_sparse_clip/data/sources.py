@@ -19,7 +19,7 @@ import subprocess
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import datasets
 import numpy as np
 import PIL
+from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
@@ -37,7 +38,7 @@ from .rasterise import RSVG_INSTALL_HINT, rasterise_svgs
 logger = logging.getLogger(__name__)
 
 # Bump when a builder's output changes for the same inputs: it is part of every cache fingerprint.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 MAX_SIDE = 224
 
 SOURCE_FEATURES = datasets.Features(
@@ -154,6 +155,7 @@ class NotoEmojiSource(Source):
     name = "noto_emoji"
     license = "OFL-1.1"
     description = "Noto Color Emoji font (Debian fonts-noto-color-emoji) rendered with Pillow at 136x128"
+    attribution = "Noto Color Emoji, Copyright Google Inc., SIL Open Font License 1.1; names from the `emoji` package (BSD)."
     font_path = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
     font_size = 109  # the only size this bitmap font renders at
     canvas = (136, 128)
@@ -263,6 +265,7 @@ class GoogleEmojiSource(Source):
     name = "google_emoji"
     license = "Apache-2.0"
     description = "Google (Noto) emoji 64x64 PNGs with names and categories (npm emoji-datasource-google 16.0.0)"
+    attribution = "Noto Emoji images by Google (Apache 2.0); names and categories from emoji-data by Cal Henderson (MIT)."
     npm_name = "emoji-datasource-google"
 
     def missing(self, cache_dir):
@@ -385,7 +388,10 @@ def _pixel_count(path: Path) -> int:
 def _render_clipart(path: str) -> bytes | None:
     try:
         with Image.open(path) as image:
-            return encode_png(fit_max_side(on_white(image)))
+            image = fit_max_side(on_white(image))
+            if min(image.size) < 4:  # a rule or a border line, not a picture
+                return None
+            return encode_png(image)
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         logger.warning("openclipart: skipped %s: %s", path, error)
         return None
@@ -395,6 +401,7 @@ class OpenclipartSource(Source):
     name = "openclipart"
     license = "public domain (CC0-1.0)"
     description = "Openclipart PNGs (Debian openclipart-png), captions cleaned from category path + file name"
+    attribution = "Openclipart (https://openclipart.org), released into the public domain by its artists."
     root = Path("/usr/share/openclipart/png")
     # ~20 files are print-size posters of 100-620 MP; everything else is under 4 MP.
     max_pixels = 16 * 10**6
@@ -589,7 +596,6 @@ class SourceBuild:
     seconds: float = 0.0
     cached: bool = True
     dropped_empty: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def build_source_dataset(source: Source | str, cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR, limit: int | None = None) -> SourceBuild:
@@ -602,14 +608,25 @@ def build_source_dataset(source: Source | str, cache_dir: str | os.PathLike = DE
     path = Path(cache_dir) / "sources" / f"{source.name}-{fingerprint}"
     if (path / "dataset_info.json").exists():
         return SourceBuild(datasets.load_from_disk(str(path)), fingerprint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes (a training run and its tests) may build the same cache at once: one builds,
+    # the others wait and load its result.
+    with FileLock(str(path) + ".lock"):
+        if (path / "dataset_info.json").exists():
+            return SourceBuild(datasets.load_from_disk(str(path)), fingerprint)
+        return _build_source_dataset(source, cache_dir, limit, fingerprint, path)
 
+
+def _build_source_dataset(source: Source, cache_dir, limit: int | None, fingerprint: str, path: Path) -> SourceBuild:
     start = time.perf_counter()
     items = subsample_items(source.items(cache_dir), limit)
     columns: dict[str, list] = {name: [] for name in SOURCE_FEATURES}
     dropped_empty = 0
     rendered = source.render(items, cache_dir)
+    skipped = 0
     for item, png in tqdm(zip(items, rendered), total=len(items), desc=f"render {source.name}", mininterval=2):
         if png is None:
+            skipped += 1
             continue
         captions = normalize_captions(item.captions)
         if not captions:
@@ -623,10 +640,12 @@ def build_source_dataset(source: Source | str, cache_dir: str | os.PathLike = DE
         columns["label"].append(item.label or "")
         columns["split_key"].append(item.split_key or f"image:{digest}")
         columns["image_hash"].append(digest)
+    if skipped:
+        logger.warning("%s: skipped %d unreadable or degenerate images", source.name, skipped)
     if dropped_empty:
         logger.warning("%s: dropped %d items with no caption left after normalisation", source.name, dropped_empty)
     dataset = datasets.Dataset.from_dict(columns, features=SOURCE_FEATURES)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     dataset.save_to_disk(str(tmp))
     shutil.rmtree(path, ignore_errors=True)

@@ -203,16 +203,16 @@ def _is_saved_dataset(path: str) -> bool:
 def _validate_hub_dataset(dataset, spec: str, image_column: str, text_column: str):
     columns = dataset.column_names or list((dataset.features or {}).keys())
     missing = [c for c in (image_column, text_column) if c not in columns]
-    if missing:
+    if columns and missing:  # a stream without declared features is checked row by row instead
         raise ValueError(f"{spec}: no column {missing} (columns: {columns}); pass image_column= / text_column=")
-    if isinstance(dataset.features[image_column], datasets.Image):
+    if dataset.features is not None and isinstance(dataset.features.get(image_column), datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
 
     def keep(row: dict, index: int) -> bool:
-        if not _captions_of(row[text_column]):
+        if not _captions_of(row.get(text_column)):
             logger.warning("%s: row %d skipped, no caption", spec, index)
             return False
-        value = row[image_column]
+        value = row.get(image_column)
         if isinstance(value, dict):
             problem = check_image(data=value.get("bytes"), path=value.get("path")) if (value.get("bytes") or value.get("path")) else "no image"
         elif isinstance(value, str):
