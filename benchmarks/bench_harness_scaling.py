@@ -8,8 +8,8 @@ feature frequencies following a power law (`--zipf`, like trained sparse feature
 many rare) and exponential magnitudes; reference embeddings are random `--reference_dim`-d vectors
 (1280 = EfficientNet-Lite0's pooled width). Cost depends on the counts, not on the values, so this
 measures the harness, not a model. Each size reports the full `evaluate` call (Arrow ingestion of
-the inputs + the math) and the math alone (`_compute`), then the log-log slope between sizes
-(1.0 = linear).
+the inputs + the math) and the math alone (`_compute`), in wall and process-CPU seconds, then the
+log-log slope of wall time against size (1.0 = linear).
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ def synthetic_rows(n: int, width: int, l0: int, zipf: float, rng: np.random.Gene
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """Wall seconds (and, in `timed.cpu`, process CPU seconds: steadier on a shared machine)."""
+    start, cpu = time.perf_counter(), time.process_time()
     result = fn()
+    timed.cpu = time.process_time() - cpu
     return time.perf_counter() - start, result
 
 
@@ -67,9 +69,13 @@ def run(args: ScalingArguments) -> dict:
         clarity_kwargs = dict(active_indices=image_indices, active_values=image_values, reference_embeddings=reference, width=args.width)
         modality_kwargs = dict(image_indices=image_indices, image_values=image_values, text_indices=text_indices, text_values=text_values, width=args.width)
         clarity_math, clarity_result = timed(lambda: clarity._compute(**clarity_kwargs))
+        clarity_math_cpu = timed.cpu
         clarity_full, _ = timed(lambda: clarity.compute(**clarity_kwargs))
+        clarity_full_cpu = timed.cpu
         modality_math, _ = timed(lambda: modality._compute(**modality_kwargs))
+        modality_math_cpu = timed.cpu
         modality_full, _ = timed(lambda: modality.compute(**modality_kwargs))
+        modality_full_cpu = timed.cpu
         row = {
             "images": n,
             "mean_l0": float(np.mean([len(r) for r in image_indices])),
@@ -78,6 +84,8 @@ def run(args: ScalingArguments) -> dict:
             "clarity_seconds_math": round(clarity_math, 3),
             "modality_seconds_full": round(modality_full, 3),
             "modality_seconds_math": round(modality_math, 3),
+            "cpu_seconds": {"clarity_full": round(clarity_full_cpu, 3), "clarity_math": round(clarity_math_cpu, 3),
+                            "modality_full": round(modality_full_cpu, 3), "modality_math": round(modality_math_cpu, 3)},
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -96,6 +104,7 @@ def run(args: ScalingArguments) -> dict:
         print(f"| {r['images']} | {r['mean_l0']:.1f} | {r['clarity_seconds_full']} | {r['clarity_seconds_math']} | "
               f"{r['modality_seconds_full']} | {r['modality_seconds_math']} |")
     print(f"log-log slopes (1.0 = linear): {slopes}")
+    print(f"process CPU seconds (steadier than wall time on a shared machine): " + "; ".join(f"{r['images']}: {r['cpu_seconds']}" for r in rows))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2))
     return report
