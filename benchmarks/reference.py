@@ -74,6 +74,42 @@ class EfficientNetLite0Reference:
         return torch.from_numpy(self._forward(images, pre_logits=False)).softmax(-1).numpy()
 
 
+class ModelImageReference:
+    """Any image-text model folder or Hub id with `get_image_features` as the reference, e.g. a converted
+    OpenAI CLIP (what the paper used for Clarity): `--reference_image_encoder path/to/clip`."""
+
+    def __init__(self, model_name_or_path: str, batch_size: int = 64, device: str | None = None, progress: bool = True):
+        import modeling_sparse_clip  # noqa: F401  (registers Sparse CLIP with the Auto classes)
+        from transformers import AutoModel, AutoProcessor
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = AutoModel.from_pretrained(model_name_or_path).eval().to(self.device)
+        self.processor = AutoProcessor.from_pretrained(model_name_or_path)
+        self.batch_size = batch_size
+        self.progress = progress
+        self.name = f"{model_name_or_path} (get_image_features)"
+
+    @torch.no_grad()
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = []
+        for batch in tqdm(list(batches(images, self.batch_size)), desc="reference images", disable=not self.progress, leave=False):
+            pixels = self.processor(images=[as_rgb(im) for im in batch], return_tensors="pt")["pixel_values"].to(self.device)
+            features = self.model.get_image_features(pixel_values=pixels)
+            out.append(getattr(features, "pooler_output", features).float().cpu())
+        return torch.cat(out).numpy()
+
+    def classify_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        raise ValueError("--label_descriptions imagenet_classifier needs the EfficientNet-Lite0 reference (an ImageNet classifier).")
+
+
+def image_reference(name_or_path: str = "efficientnet_lite0", **kwargs):
+    """`efficientnet_lite0` (default, offline) or a model folder / Hub id with `get_image_features`."""
+    if name_or_path == "efficientnet_lite0":
+        return EfficientNetLite0Reference(**kwargs)
+    kwargs.pop("image_size", None)
+    return ModelImageReference(name_or_path, **kwargs)
+
+
 class MiniLMTextReference:
     """all-MiniLM-L6-v2 sentence embeddings (mean pooling, L2-normalised) [N, 384]."""
 

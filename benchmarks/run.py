@@ -49,6 +49,7 @@ class BenchmarkArguments:
     vocabulary_size: int | None = field(default=None, metadata={"help": "Use a seeded random subset of this many words (faster)."})
     interpretability: bool = field(default=True, metadata={"help": "Compute Clarity, modality and label agreement."})
     label_descriptions: str = field(default="ground_truth", metadata={"help": "What label agreement compares words with: ground_truth (captions / class names) or imagenet_classifier."})
+    reference_image_encoder: str = field(default="efficientnet_lite0", metadata={"help": "Clarity's reference: efficientnet_lite0 (offline default) or a model folder/Hub id with get_image_features (e.g. a converted OpenAI CLIP, as in the paper)."})
     reference_image_size: int = field(default=224, metadata={"help": "Input size of the EfficientNet-Lite0 reference (native: 224)."})
     cache_dir: str = field(default=".cache/bench", metadata={"help": "Cache of reference embeddings (keyed by dataset fingerprint)."})
     tau: float = field(default=0.001, metadata={"help": "Activation threshold of Clarity and active features (paper: 0.001)."})
@@ -300,10 +301,10 @@ def run(args: BenchmarkArguments) -> dict:
     references = {}
     vocabulary = None
     if args.interpretability:
-        from .reference import EfficientNetLite0Reference, MiniLMTextReference
+        from .reference import MiniLMTextReference, image_reference
 
         references = {
-            "image": EfficientNetLite0Reference(**kwargs, image_size=args.reference_image_size),
+            "image": image_reference(args.reference_image_encoder, **kwargs, image_size=args.reference_image_size),
             "text": MiniLMTextReference(device=args.device, progress=args.progress, cache_dir=args.cache_dir),
         }
         words = load_vocabulary(args)

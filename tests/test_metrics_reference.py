@@ -42,3 +42,18 @@ def test_minilm_reference_puts_related_words_together(tmp_path):
     np.testing.assert_allclose(np.linalg.norm([cat, kitten, truck], axis=1), 1.0, rtol=1e-5)
     assert len(list(tmp_path.glob("minilm_3_*.npy"))) == 1  # cached by a hash of the words
     np.testing.assert_array_equal(text.embed_texts(["cat", "kitten", "truck"], cache=True)[0], cat)
+
+
+def test_a_model_folder_can_be_the_reference_image_encoder(tmp_path):
+    """Pluggable reference: any folder with get_image_features (here a tiny Sparse CLIP; a converted
+    OpenAI CLIP in practice, which is what the paper used)."""
+    from PIL import Image
+
+    from benchmarks.reference import ModelImageReference, image_reference
+    from tests.test_runner import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "tiny", "none", 24)
+    reference = image_reference(folder, progress=False, image_size=224)
+    assert isinstance(reference, ModelImageReference)
+    features = reference.embed_images([Image.new("RGB", (40, 40), c) for c in ("red", "blue", "white")])
+    assert features.shape == (3, 24) and np.isfinite(features).all()
