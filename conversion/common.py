@@ -106,6 +106,7 @@ def save_converted(model: SparseCLIPModel, processor, output_dir: str) -> None:
 
 def publish(model: SparseCLIPModel, processor, repo_id: str) -> None:
     """Push weights, config, Hub code and processor to `repo_id` (after verification passed)."""
-    model.push_to_hub(repo_id)
-    processor.push_to_hub(repo_id)
+    from .publish import push_sparse_clip_to_hub
+
+    push_sparse_clip_to_hub(model, repo_id, processor=processor)  # one commit, with code, processor and card
     print(f"Pushed to {repo_id}")

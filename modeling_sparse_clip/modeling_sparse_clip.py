@@ -360,6 +360,17 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
             return output.to_tuple()
         return output
 
+    # -- publishing ------------------------------------------------------------------------------
+    # Set by the sparse-clip package when it is installed: publishes in one commit with its model card
+    # (metrics, sparsity facts, loading instructions). Without the package: transformers' own push.
+    hub_publisher: Callable | None = None
+
+    def push_to_hub(self, repo_id: str, *args, token=None, private=None, create_pr: bool = False, **kwargs):
+        publisher = type(self).hub_publisher
+        if publisher is None or args or set(kwargs) - {"commit_message"}:  # options only transformers knows
+            return super().push_to_hub(repo_id, *args, token=token, private=private, create_pr=create_pr, **kwargs)
+        return publisher(self, repo_id, token=token, private=bool(private), create_pr=create_pr, **kwargs)
+
     # -- construction and strict loading --------------------------------------------------------
     @classmethod
     def from_towers(cls, vision: str | nn.Module, text: str | nn.Module, **config_kwargs) -> "SparseCLIPModel":

@@ -32,7 +32,7 @@ def _processor_fingerprint(processor) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_tower_features(model, processor, dataset, batch_size: int = 64, desc: str = "towers") -> dict[str, torch.Tensor]:
     """Pooled tower outputs for every image and every caption of `dataset` (columns image, text: list[str]).
 
@@ -41,16 +41,20 @@ def encode_tower_features(model, processor, dataset, batch_size: int = 64, desc:
     """
     model.eval()
     device = next(model.parameters()).device
+    # channels_last makes CPU convolutions (depthwise ones especially) about 2x faster
+    model.vision_model.to(memory_format=torch.channels_last)
     images, texts, offsets = [], [], [0]
     for start in tqdm(range(0, len(dataset), batch_size), desc=f"caching {desc}", unit="batch"):
         rows = dataset[start : start + batch_size]
         pixels = processor.image_processor(images=[im.convert("RGB") for im in rows["image"]], return_tensors="pt")["pixel_values"]
-        images.append(model.pool_image_tower(pixels.to(device)).float().cpu())
+        pixels = pixels.to(device).contiguous(memory_format=torch.channels_last)
+        images.append(model.pool_image_tower(pixels).float().cpu())
         captions = [c for caps in rows["text"] for c in caps]
         for caps in rows["text"]:
             offsets.append(offsets[-1] + len(caps))
         tok = processor.tokenizer(captions, padding=True, truncation=True, return_tensors="pt").to(device)
         texts.append(model.pool_text_tower(**tok).float().cpu())
+    model.vision_model.to(memory_format=torch.contiguous_format)
     return {"image": torch.cat(images), "text": torch.cat(texts), "text_offsets": torch.tensor(offsets)}
 
 
