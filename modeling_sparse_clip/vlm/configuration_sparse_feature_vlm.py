@@ -9,13 +9,13 @@ from transformers.configuration_utils import SubConfigSpec
 
 # A language model small enough to train from scratch on two CPU cores in minutes.
 TINY_LLAMA = {
-    "hidden_size": 256,
-    "intermediate_size": 768,
-    "num_hidden_layers": 4,
+    "hidden_size": 192,
+    "intermediate_size": 512,
+    "num_hidden_layers": 3,
     "num_attention_heads": 4,
     "num_key_value_heads": 4,
     "max_position_embeddings": 64,
-    "vocab_size": 4096,
+    "vocab_size": 2048,
     "tie_word_embeddings": True,
 }
 
@@ -28,7 +28,7 @@ class SparseFeatureVLMConfig(PreTrainedConfig):
     `image_token_id` placeholders (the LLaVA layout).
 
     Args:
-        text_config (`dict` or `PreTrainedConfig`): the causal language model (default: a 4-layer, 256-wide Llama).
+        text_config (`dict` or `PreTrainedConfig`): the causal language model (default: a 3-layer, 192-wide Llama).
         num_features (`int`): width of the Sparse CLIP activations the adapter reads (its `projection_dim`).
         adapter_hidden_size (`int`): hidden width of the 2-layer MLP adapter.
         adapter_act (`str`): activation between the adapter's two layers.

@@ -79,7 +79,7 @@ class SparseFeatureCaptioner:
 
         rows = np.atleast_2d(np.asarray(activations, dtype=np.float32))
         if rows.shape[1] != self.vlm.config.num_features:
-            raise ValueError(f"activations have {rows.shape[1]} features; this VLM reads {self.vlm.config.num_features} (its Sparse CLIP's width).")
+            raise ValueError(f"activations have {rows.shape[1]} features; this VLM reads {self.vlm.config.num_features} features (the width of the Sparse CLIP it was trained on).")
         if seed is not None:
             set_seed(seed)
         device = self.vlm.device
