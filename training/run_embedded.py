@@ -28,7 +28,9 @@ class EmbeddedRunArguments:
     dense_config: str = field(default=str(CONFIGS / "embedded_dense.json"))
     num_train_epochs: float | None = field(default=None, metadata={"help": "override both configs' epochs"})
     skip_eval: bool = field(default=False)
-    vocabulary_size: int | None = field(default=None, metadata={"help": "label agreement over a random subset of the vocabulary (faster)"})
+    vocabulary_size: int | None = field(
+        default=10000, metadata={"help": "label agreement over a seeded subset of the ~97K-word vocabulary (keeps the main job short)"}
+    )
 
 
 def _train(config: str, output_dir: Path, args: EmbeddedRunArguments):
@@ -76,12 +78,17 @@ def _mean_over_sets(sets: dict, key: str):
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     (args,) = HfArgumentParser(EmbeddedRunArguments).parse_args_into_dataclasses(args=argv)
-    from modeling_sparse_clip.data import build_corpus, format_report, corpus_report
+    from modeling_sparse_clip.data import build_corpus, corpus_report, format_report, load_eval_sets
+    from modeling_sparse_clip.data.data_card import write_data_card
+
+    from .train_sparse_clip import parse_args
 
     started = time.time()
-    corpus = build_corpus(cache_dir=args.data_cache_dir)
-    print(format_report(corpus_report(corpus)))
     out = Path(args.output_dir)
+    data_args = parse_args([args.sparse_config])[1]
+    corpus = build_corpus(cache_dir=args.data_cache_dir, max_per_source=data_args.max_per_source)
+    print(format_report(corpus_report(corpus)))
+    print("data card:", write_data_card(corpus, load_eval_sets(cache_dir=args.data_cache_dir), out / "DATA_CARD.md"))
     training = {
         "sparse": _train(args.sparse_config, out / "sparse", args),
         "dense": _train(args.dense_config, out / "dense", args),
