@@ -47,6 +47,7 @@ class GatherBenchArguments:
     gathers: str = field(default="dense,sparse,sparse_grad", metadata={"help": "which gathers to run"})
     threads_per_rank: int = field(default=1, metadata={"help": "torch threads per process"})
     seed: int = 0
+    reuse: bool = field(default=False, metadata={"help": "skip (density, gather) runs whose per-rank JSON files exist"})
     output: str = field(default="benchmarks/results/sparse_gather.json")
 
 
@@ -147,6 +148,10 @@ def main(args: GatherBenchArguments):
     runs = []
     for density in densities:
         for gather in tqdm(gathers, desc=f"density {density:.2%}"):
+            files = [Path(out_dir, f"{gather}_{density}_{r}.json") for r in range(WORLD)]
+            if args.reuse and all(f.exists() for f in files):
+                runs.append([json.loads(f.read_text()) for f in files])
+                continue
             need = WORLD * 8 * block_gb  # the dense path's worst case, per process ~8 local blocks
             if _mem_available_gb() < need:
                 print(f"warning: {_mem_available_gb():.1f} GiB available, the dense gather may need ~{need:.1f} GiB")

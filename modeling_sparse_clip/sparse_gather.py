@@ -140,21 +140,22 @@ class _SparseAllGather(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         world, rank, rows = ctx.world, ctx.rank, ctx.rows
-        grad_output = grad_output.contiguous()
+        # No whole-matrix .contiguous(): the incoming gradient is often a transposed matmul result,
+        # and copying it would cost another global-batch x width buffer.
         if not ctx.sparse_grad:
             # Exact: each rank gets the sum over ranks of the gradient w.r.t. its own rows.
             grad = _reduce_scatter(list(grad_output.chunk(world, dim=0)), world, ctx.group, "grad_dense")
             return grad, None, None, None
-        flat = grad_output.view(-1)
+        width = grad_output.shape[1]
         chunks = []
         for r, pos in enumerate(ctx.saved_tensors):
             chunk = torch.zeros(ctx.pad, dtype=grad_output.dtype, device=grad_output.device)
-            chunk[: ctx.counts[r]] = flat[pos]
+            chunk[: ctx.counts[r]] = grad_output[pos // width, pos % width]
             chunks.append(chunk)
         summed = _reduce_scatter(chunks, world, ctx.group, "grad_sparse_values")
-        grad = torch.zeros(rows * grad_output.shape[1], dtype=grad_output.dtype, device=grad_output.device)
+        grad = torch.zeros(rows * width, dtype=grad_output.dtype, device=grad_output.device)
         grad[ctx.saved_tensors[rank] - rank * grad.numel()] = summed[: ctx.counts[rank]]
-        return grad.view(rows, -1), None, None, None
+        return grad.view(rows, width), None, None, None
 
 
 def sparse_all_gather_with_grad(features: torch.Tensor, group=None, fallback_density: float | None = None,
