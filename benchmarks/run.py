@@ -211,7 +211,7 @@ def evaluate_on_set(encoder, context: SetContext, vocabulary: dict | None, args:
             word_activations=vocabulary["activations"][encoder.name], word_embeddings=vocabulary["embeddings"],
             words=vocabulary["words"], tau=args.tau, n_min=args.n_min, seed=args.seed,
         )
-        out.update(_prefixed("", result, {"label_agreement": "label_agreement", "label_top1": "label_top1", "top1_chance": "label_top1_chance",
+        out.update(_prefixed("", result, {"label_agreement": "label_agreement", "label_top1": "label_top1", "top1_chance": "label_top1_chance", "label_specificity": "label_specificity",
                                           "top_word_similarity": "top_word_similarity", "random_word_similarity": "random_word_similarity",
                                           "num_labelled_features": "labelled_features", "examples": "label_examples"}))
     return out
@@ -242,7 +242,8 @@ SUMMARY_METRICS = [
     ("clarity", "Clarity"),
     ("clarity_random_baseline", "Clarity, random images"),
     ("multimodal_fraction", "multimodal fraction"),
-    ("label_agreement", "label agreement"),
+    ("label_agreement", "label agreement (vs random words)"),
+    ("label_specificity", "label specificity (vs other features' images)"),
 ]
 
 

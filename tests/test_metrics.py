@@ -274,6 +274,8 @@ def test_label_agreement_by_hand():
     # (S > 0.5) and ties with "cat" (S = 0.05 > 0: loses too) -> agreement 0. Mean 0.5; top-1 = 1/2.
     assert result["label_agreement"] == pytest.approx(0.5)
     assert result["label_top1"] == pytest.approx(0.5)
+    # Image side: "cat" fits feature 0's cats better than feature 1's cars (1); "sky" fits neither (tie: 0.5).
+    assert result["label_specificity"] == pytest.approx(0.75)
     assert result["num_labelled_features"] == 2
     assert result["examples"] == {0: "cat", 1: "sky"}
 
@@ -294,6 +296,21 @@ def test_label_agreement_of_unrelated_labels_is_chance():
         word_activations=sp.csr_matrix(word_activations), word_embeddings=word_embeddings, seed=5,
     )
     assert abs(result["label_agreement"] - 0.5) < 4 * 0.5 / np.sqrt(result["num_labelled_features"])
+    assert abs(result["label_specificity"] - 0.5) < 4 * 0.5 / np.sqrt(result["num_labelled_features"])
+    # Hub labels: every feature is labelled by the same generic word that is close to ALL descriptions.
+    # The word-side score is fooled (far above chance); the image-side control stays at chance.
+    # (Descriptions share a common direction, as real sentence embeddings do; the hub word is that direction.)
+    common = rng.normal(size=dim)
+    hub_embeddings = word_embeddings.copy()
+    hub_embeddings[0] = common
+    hub_activations = np.zeros((vocab, width))
+    hub_activations[0] = 1.0
+    hub = load("label_agreement").compute(
+        image_indices=indices, image_values=values, image_reference_embeddings=image_reference + common,
+        word_activations=hub_activations, word_embeddings=hub_embeddings, seed=5,
+    )
+    assert hub["label_agreement"] > 0.9
+    assert abs(hub["label_specificity"] - 0.5) < 4 * 0.5 / np.sqrt(hub["num_labelled_features"])
     # Labels that DO describe the images: each feature's top images share a direction, and so does its word.
     directions = rng.normal(size=(width, dim))
     owner = acts.argmax(axis=1)
@@ -304,7 +321,7 @@ def test_label_agreement_of_unrelated_labels_is_chance():
         image_indices=indices, image_values=values, image_reference_embeddings=aligned_reference,
         word_activations=aligned_activations, word_embeddings=aligned_words, seed=5,
     )
-    assert result["label_agreement"] > 0.8
+    assert result["label_agreement"] > 0.8 and result["label_specificity"] > 0.8
 
 
 def test_clarity_random_sets_are_uniform_distinct_subsets_of_the_right_size():

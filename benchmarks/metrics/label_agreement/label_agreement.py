@@ -23,7 +23,15 @@ For every feature i with #{n : A[n, i] > tau} >= n_min and max_v B[v, i] > 0 (a 
     top1_i      = [ S_i(w_i) > max_{v in R_i} S_i(v) ]
 label_agreement = mean_i agreement_i: a two-way zero-shot test of the top images against the label
 and a random word (chance 0.5, perfect 1.0); label_top1 = mean_i top1_i: an (R+1)-way zero-shot
-(chance 1/(R+1)). A model whose labels are unrelated to its images scores at chance.
+(chance 1/(R+1)).
+Chance is 0.5 only if labels are distributed like random vocabulary words. A model whose labels are
+"hub" words (the same generic or odd words top many features, as in untrained towers) can score
+below or above 0.5 without its labels saying anything about its images. So the metric also
+reports the image-side control, which is exactly 0.5 for labels independent of the images:
+    J_i = R features drawn uniformly among the other labelled features (seeded)
+    specificity_i = ( #{j in J_i : S_i(w_i) > S_j(w_i)} + 0.5 #{ties} ) / R
+label_specificity = mean_i specificity_i: does the label describe its OWN feature's top images better
+than other features' top images?
 """
 
 _KWARGS_DESCRIPTION = """
@@ -37,7 +45,7 @@ Args:
     top_images (`int`, default 10), num_random_words (`int`, default 100), tau (`float`, default
         0.001), n_min (`int`, default 2), seed (`int`, default 0), num_examples (`int`, default 10).
 Returns:
-    `label_agreement`, `label_top1`, `top1_chance`, `top_word_similarity`, `random_word_similarity`,
+    `label_agreement`, `label_top1`, `top1_chance`, `label_specificity`, `top_word_similarity`, `random_word_similarity`,
     `num_labelled_features`, `num_unlabelled_features`, and `examples` ({feature: word} for the
     most frequently firing labelled features) when `words` is given.
 Examples:
@@ -160,7 +168,7 @@ class LabelAgreement(evaluate.Metric):
         result = {"num_labelled_features": len(features), "num_unlabelled_features": num_unlabelled,
                   "top1_chance": 1.0 / (num_random_words + 1)}
         if not features:
-            result.update(label_agreement=float("nan"), label_top1=float("nan"),
+            result.update(label_agreement=float("nan"), label_top1=float("nan"), label_specificity=float("nan"),
                           top_word_similarity=float("nan"), random_word_similarity=float("nan"))
             return result
         features = np.array(features)
@@ -176,7 +184,20 @@ class LabelAgreement(evaluate.Metric):
             stop = start + chunk_size
             random_scores[start:stop] = np.einsum("fd,frd->fr", top_means[start:stop], word_units[random_words[start:stop]])
         wins = (label_scores[:, None] > random_scores).sum(axis=1) + 0.5 * (label_scores[:, None] == random_scores).sum(axis=1)
+        # Image-side control: the same label scored on other features' top images.
+        specificity = float("nan")
+        if len(features) > 1:
+            others = rng.integers(0, len(features) - 1, size=(len(features), num_random_words))
+            others += others >= np.arange(len(features))[:, None]  # uniform over the other features
+            label_units = word_units[labels]
+            other_scores = np.empty((len(features), num_random_words))
+            for start in range(0, len(features), chunk_size):
+                stop = start + chunk_size
+                other_scores[start:stop] = np.einsum("fd,frd->fr", label_units[start:stop], top_means[others[start:stop]])
+            beats = (label_scores[:, None] > other_scores).sum(axis=1) + 0.5 * (label_scores[:, None] == other_scores).sum(axis=1)
+            specificity = float((beats / num_random_words).mean())
         result.update(
+            label_specificity=specificity,
             label_agreement=float((wins / num_random_words).mean()),
             label_top1=float((label_scores > random_scores.max(axis=1)).mean()),
             top_word_similarity=float(label_scores.mean()),
