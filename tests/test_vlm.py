@@ -141,6 +141,18 @@ def test_concept_words_become_features_through_the_text_tower(trained, emoji_act
     assert result.edit.boost == sorted(result.features_of["cat"])
 
 
+def test_the_space_steering_hook_shows_captions_before_and_after(trained, emoji_acts):
+    """`interpret.steer_image(captioner=...)` is what the Space's Steering tab calls."""
+    from modeling_sparse_clip.interpret import steer_image
+
+    captioner, _ = trained
+    acts, names = emoji_acts
+    row = acts[0]
+    result = steer_image(captioner.encoder, row, suppress_features=np.nonzero(row)[0].tolist(), captioner=captioner)
+    assert result.caption_before == captioner(row)
+    assert result.caption_after == captioner(np.zeros_like(row))
+
+
 def test_save_and_load_round_trip_gives_identical_generations(trained, emoji_acts, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
@@ -256,7 +268,7 @@ def test_suppressing_a_concept_removes_its_word_from_the_caption():
 
     captioner = SparseFeatureCaptioner.from_pretrained(EMBEDDED_VLM, encoder=EMBEDDED_MODEL)
     test = build_corpus(cache_dir=REPO_ROOT / ".cache" / "data")["test"]
-    rows, words = select_concept_images(test, ["fashion_mnist"], 200, seed=1)["fashion_mnist"]
+    rows, words = select_concept_images(test, ["fashion_mnist"], 200, seed=0)["fashion_mnist"]
     acts = cached_image_activations(captioner.encoder, test.select(rows), REPO_ROOT / ".cache" / "vlm").to_dense().numpy()
     before = captioner.caption(acts)
     named = [i for i, (b, w) in enumerate(zip(before, words)) if mentions(b, w)]

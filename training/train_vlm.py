@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 class VLMModelArguments:
     sparse_clip_model: str = field(default="outputs/embedded/sparse", metadata={"help": "the frozen Sparse CLIP whose image activations the VLM reads"})
     hidden_size: int = field(default=192, metadata={"help": "language model width"})
-    num_hidden_layers: int = field(default=3)
+    num_hidden_layers: int = field(default=2)
     num_attention_heads: int = field(default=4)
     intermediate_size: int = field(default=512)
     adapter_hidden_size: int = field(default=512, metadata={"help": "hidden width of the 2-layer MLP adapter"})
@@ -47,7 +47,7 @@ class VLMDataArguments:
     caption_choice: str = field(default="first", metadata={"help": "first | random: which caption of an image is the answer"})
     max_train_samples: int | None = field(default=None)
     max_eval_samples: int | None = field(default=512, metadata={"help": "validation images captioned at the end (accuracy + examples)"})
-    max_per_source: int | None = field(default=None, metadata={"help": "embedded corpus: cap per source (default: the corpus defaults)"})
+    max_per_source: int | None = field(default=None, metadata={"help": "embedded corpus: cap per source; use the Sparse CLIP run's value (default: the corpus defaults)"})
 
 
 @dataclass
@@ -167,7 +167,7 @@ def train(model_args: VLMModelArguments, data_args: VLMDataArguments, training_a
         )
     started = time.time()
     set_seed(training_args.seed)
-    encoder = FeatureEncoder.from_pretrained(model_args.sparse_clip_model, cache_dir=Path(data_args.feature_cache_dir) / "interpret")
+    encoder = FeatureEncoder.from_pretrained(model_args.sparse_clip_model)
     corpus = build_corpus(cache_dir=data_args.data_cache_dir, max_per_source=data_args.max_per_source)
     train_rows, train_acts = split_activations(encoder, corpus, "train", data_args, data_args.max_train_samples)
     eval_rows, eval_acts = split_activations(encoder, corpus, "validation", data_args, data_args.max_eval_samples)

@@ -52,7 +52,10 @@ def cached_image_activations(
             for i in range(0, len(pooled_images), 4096)
         ])
     else:
-        activations = encoder.encode_images(DatasetImages(dataset, image_column), batch_size=batch_size, progress=progress)
+        # cache_key: the tower outputs are also kept by FeatureEncoder (keyed by the tower weights), so a new
+        # head on the same frozen tower (a retrained Sparse CLIP) re-uses them and only projects.
+        activations = encoder.encode_images(DatasetImages(dataset, image_column), batch_size=batch_size, progress=progress,
+                                            cache_key=split_fingerprint(dataset))
         embeddings = SparseEmbeddings.from_scipy(activations, dtype=torch.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
