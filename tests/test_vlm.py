@@ -284,3 +284,25 @@ def test_suppressing_a_concept_removes_its_word_from_the_caption():
     (out / "suppression.json").write_text(json.dumps(report, indent=2))
     assert len(named) >= 0.5 * len(rows), f"the VLM names the class of only {len(named)} of {len(rows)} held-out images"
     assert rate >= 0.7, report
+
+
+def test_input_top_k_reads_only_the_strongest_features(trained, emoji_acts):
+    """With input_top_k, the adapter sees each image's k largest activations: editing a weaker feature changes
+    nothing, boosting one above the others puts it in."""
+    captioner, _ = trained
+    acts, _ = emoji_acts
+    model = tiny_vlm(captioner.tokenizer, acts.shape[1], seed=1)
+    model.config.input_top_k = model.adapter.input_top_k = 8
+    features = torch.from_numpy(acts[:4])
+    kept = model.adapter.keep_top_k(features)
+    assert ((kept > 0).sum(dim=1) == 8).all()
+    assert torch.equal(kept.topk(8).values, features.topk(8).values)
+    weak = features.clone()
+    ranks = features[0].argsort(descending=True)
+    weak[0, ranks[20]] = 0.0  # the 21st strongest feature
+    assert torch.equal(model.adapter(weak), model.adapter(features))
+    boosted = features.clone()
+    boosted[0, ranks[20]] = 2 * features[0].max()
+    assert not torch.equal(model.adapter(boosted)[0], model.adapter(features)[0])
+    with pytest.raises(ValueError, match="input_top_k"):
+        type(model.config)(num_features=16, input_top_k=32)

@@ -37,6 +37,7 @@ class VLMModelArguments:
     num_image_tokens: int = field(default=4, metadata={"help": "soft tokens the adapter writes per image"})
     vocab_size: int = field(default=2048, metadata={"help": "byte-level BPE vocabulary trained on the captions"})
     max_answer_tokens: int = field(default=24)
+    input_top_k: int | None = field(default=None, metadata={"help": "the adapter reads each image's k largest activations only (default: all)"})
     prompt: str = field(default="What's in the picture?")
 
 
@@ -123,6 +124,7 @@ def build_vlm(model_args: VLMModelArguments, tokenizer, encoder, feature_scale: 
         num_image_tokens=model_args.num_image_tokens,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         feature_scale=feature_scale,
+        input_top_k=model_args.input_top_k,
         prompt=model_args.prompt,
         sparse_clip_model=str(model_args.sparse_clip_model),
         sparse_clip_fingerprint=encoder.fingerprint(),

@@ -7,6 +7,8 @@ the split's datasets fingerprint. Change either and it is recomputed; change not
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -24,6 +26,12 @@ DEFAULT_FEATURE_CACHE = Path(".cache/vlm")
 def split_fingerprint(dataset) -> str:
     """A stable key of a `datasets.Dataset` (its fingerprint and length)."""
     return f"{getattr(dataset, '_fingerprint', 'unknown')}-{len(dataset)}"
+
+
+def image_processing_key(encoder: FeatureEncoder) -> str:
+    """A hash of the image preprocessing: the same tower at another resolution gives other outputs."""
+    state = json.dumps(encoder.processor.image_processor.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(state.encode()).hexdigest()[:12]
 
 
 def cached_image_activations(
@@ -55,7 +63,7 @@ def cached_image_activations(
         # cache_key: the tower outputs are also kept by FeatureEncoder (keyed by the tower weights), so a new
         # head on the same frozen tower (a retrained Sparse CLIP) re-uses them and only projects.
         activations = encoder.encode_images(DatasetImages(dataset, image_column), batch_size=batch_size, progress=progress,
-                                            cache_key=split_fingerprint(dataset))
+                                            cache_key=f"{split_fingerprint(dataset)}-{image_processing_key(encoder)}")
         embeddings = SparseEmbeddings.from_scipy(activations, dtype=torch.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -41,12 +41,20 @@ class SparseFeatureAdapter(nn.Module):
         hidden = config.text_config.hidden_size
         self.num_image_tokens = config.num_image_tokens
         self.feature_scale = config.feature_scale
+        self.input_top_k = config.input_top_k
         self.linear_1 = nn.Linear(config.num_features, config.adapter_hidden_size)
         self.act = ACT2FN[config.adapter_act]
         self.linear_2 = nn.Linear(config.adapter_hidden_size, config.num_image_tokens * hidden)
 
+    def keep_top_k(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Each row's `input_top_k` largest activations, the rest zeroed (identity when input_top_k is None)."""
+        if self.input_top_k is None or self.input_top_k >= image_features.shape[-1]:
+            return image_features
+        values, indices = image_features.topk(self.input_top_k, dim=-1)
+        return torch.zeros_like(image_features).scatter(-1, indices, values)
+
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        x = self.linear_2(self.act(self.linear_1(image_features / self.feature_scale)))
+        x = self.linear_2(self.act(self.linear_1(self.keep_top_k(image_features) / self.feature_scale)))
         return x.view(image_features.shape[0], self.num_image_tokens, -1)
 
 
