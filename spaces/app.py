@@ -79,6 +79,10 @@ class SpaceArguments:
     host: str = field(default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     port: int = field(default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     build_only: bool = field(default=False, metadata={"help": "Compute and cache labels/atlases, then exit."})
+    vlm: str | None = field(
+        default=os.environ.get("SPARSE_CLIP_VLM", str(REPO_ROOT / "outputs" / "embedded" / "vlm")),
+        metadata={"help": "Sparse-feature VLM folder whose captions the Steering tab shows before/after (env SPARSE_CLIP_VLM; skipped when absent)."},
+    )
 
 
 class UserInputError(ValueError):
@@ -468,6 +472,20 @@ class Handlers:
 CAPTIONER = None
 
 
+def load_captioner(args: SpaceArguments, encoder: FeatureEncoder):
+    """The sparse-feature VLM (modeling_sparse_clip.vlm) at `args.vlm` when it was trained on this model's features, else None."""
+    if not args.vlm or not (Path(args.vlm) / "config.json").exists():
+        log.info("no captioning VLM at %s: the Steering tab shows no captions", args.vlm)
+        return None
+    from modeling_sparse_clip.vlm import SparseFeatureCaptioner
+
+    try:
+        return SparseFeatureCaptioner.from_pretrained(args.vlm, encoder=encoder)
+    except ValueError as err:  # a VLM trained on another Sparse CLIP's features would caption garbage
+        log.warning("captioning VLM %s not used: %s", args.vlm, err)
+        return None
+
+
 def build_demo(state: SpaceState) -> gr.Blocks:
     h = Handlers(state)
     samples = state.gallery_items(state.gallery_rows)
@@ -572,6 +590,8 @@ def main(argv=None):
     if args.build_only:
         print(f"caches ready: {state.labels.num_features} features, {state.atlas.num_images} atlas images")
         return
+    global CAPTIONER
+    CAPTIONER = CAPTIONER or load_captioner(args, state.encoder)
     demo = build_demo(state)
     demo.queue(default_concurrency_limit=2).launch(server_name=args.host, server_port=args.port, show_error=False, max_file_size="25mb")
 
