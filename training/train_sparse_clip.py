@@ -155,9 +155,14 @@ def build_model(args: ModelArguments):
     _set_trainable(model.vision_model, args.vision_trainable, "vision")
     _set_trainable(model.text_model, args.text_trainable, "text")
     if args.sparse_gather:
-        from modeling_sparse_clip.sparse_gather import sparse_all_gather_with_grad
+        from modeling_sparse_clip import sparse_gather
 
-        model.gather_fn = sparse_all_gather_with_grad
+        # relu/topk outputs pass no gradient where they are zero, so sending gradients only at the
+        # non-zeros is exact for everything upstream (67x fewer bytes at 1% density, see benchmarks)
+        exact_upstream = model.config.activation in ("relu", "topk")
+        model.gather_fn = (
+            sparse_gather.sparse_all_gather_with_sparse_grad if exact_upstream else sparse_gather.sparse_all_gather_with_grad
+        )
     return model, _default_processor(args)
 
 
