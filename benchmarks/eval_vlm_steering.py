@@ -19,7 +19,8 @@ Measured, before vs after, averaged over images:
 - corruption rate: an answer is corrupted when it is (a) unfinished (no <eos> within the token budget),
   (b) abnormally long (more words than the 99th percentile of the training captions' word counts),
   or (c) degenerate (empty, a word repeated 3+ times in a row, or a two-word phrase repeated 3+ times).
-Also suppression alone (no boost) for each K: the rate at which the true label word disappears.
+Also suppression alone (no boost), K in {1, 2, 4, 16, 64}: the rate at which the true label word disappears, and a
+control (the same number of features of another label suppressed instead).
 
 Writes `results.json`, `results.md` (table + which of the paper's findings hold) and `steering.png`.
 """
@@ -49,6 +50,7 @@ class SteeringEvalArguments:
     num_images: int = field(default=200, metadata={"help": "held-out images per set (balanced over labels)"})
     top_ks: list[int] = field(default_factory=lambda: [1, 2, 4])
     strengths: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    suppress_top_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 16, 64], metadata={"help": "K of the suppression-only sweep"})
     strength_scale: str = field(default="max", metadata={"help": "max (SS x the image's largest activation) | absolute"})
     seed: int = field(default=0)
     data_cache_dir: str = field(default=".cache/data")
@@ -153,21 +155,25 @@ def evaluate_set(captioner, encoder, activations: np.ndarray, truths: list[str],
     labels = sorted(set(truths))
     rng = np.random.default_rng(args.seed)
     targets = [str(rng.choice([l for l in labels if l != t])) for t in truths]
-    top = {w: [f for f, _ in concept_features(encoder, w, max(args.top_ks))] for w in labels}
+    top = {w: [f for f, _ in concept_features(encoder, w, max(args.top_ks + args.suppress_top_ks))] for w in labels}
     before = captioner.generate(activations)
     base = summarize(before.texts, before.finished, truths, targets, sbert, max_words)
     result = {"images": len(truths), "labels": labels, "features_of": top, "before": base, "configs": [], "suppress_only": [],
               "examples": []}
-    for k in args.top_ks:
-        edits = [SteeringEdit(suppress=top[t][:k], strength_scale=args.strength_scale) for t in truths]
-        after = captioner.generate(np.stack([steer(a, e) for a, e in zip(activations, edits)]))
-        had = [mentions(b, t) for b, t in zip(before.texts, truths)]
+    had = [mentions(b, t) for b, t in zip(before.texts, truths)]
+    for k in args.suppress_top_ks:
+        # control: the same number of features of another label (the boost target) suppressed instead
+        after = captioner.generate(np.stack([steer(a, SteeringEdit(suppress=top[t][:k])) for a, t in zip(activations, truths)]))
+        control = captioner.generate(np.stack([steer(a, SteeringEdit(suppress=top[g][:k])) for a, g in zip(activations, targets)]))
         removed = [h and not mentions(a, t) for h, a, t in zip(had, after.texts, truths)]
+        removed_control = [h and not mentions(a, t) for h, a, t in zip(had, control.texts, truths)]
         result["suppress_only"].append({
             "top_k": k, "captions_naming_label_before": int(sum(had)),
             "label_removed": float(sum(removed) / max(1, sum(had))),
+            "label_removed_control": float(sum(removed_control) / max(1, sum(had))),
             "after": summarize(after.texts, after.finished, truths, targets, sbert, max_words),
         })
+    for k in args.top_ks:
         for ss in args.strengths:
             edits = [SteeringEdit(suppress=top[t][:k], boost=top[g][:k], strength=ss, strength_scale=args.strength_scale)
                      for t, g in zip(truths, targets)]
@@ -228,10 +234,12 @@ def markdown(report: dict) -> str:
         for c in res["configs"]:
             lines.append(f"| {c['top_k']} | {c['strength']:g} | {b['sim_true']:.3f} -> {c['sim_true']:.3f} | {b['sim_boost']:.3f} -> {c['sim_boost']:.3f} | "
                          f"{100 * c['steered']:.1f} | {100 * c['true_word']:.1f} | {100 * c['boost_word']:.1f} | {100 * c['corruption']:.1f} |")
-        lines += ["", "Suppression alone (no boost): share of the answers naming the true label that no longer do.\n",
-                  "| K | answers naming the label before | label removed % | sim(true) after | corrupted % |", "|---|---|---|---|---|"]
+        lines += ["", "Suppression alone (no boost): share of the answers naming the true label that no longer do; control = the "
+                  "same number of features of another label suppressed instead.\n",
+                  "| K | answers naming the label before | label removed % | control: removed % | sim(true) after | corrupted % |", "|---|---|---|---|---|---|"]
         for s in res["suppress_only"]:
-            lines.append(f"| {s['top_k']} | {s['captions_naming_label_before']} | {100 * s['label_removed']:.1f} | {s['after']['sim_true']:.3f} | {100 * s['after']['corruption']:.1f} |")
+            lines.append(f"| {s['top_k']} | {s['captions_naming_label_before']} | {100 * s['label_removed']:.1f} | {100 * s['label_removed_control']:.1f} | "
+                         f"{s['after']['sim_true']:.3f} | {100 * s['after']['corruption']:.1f} |")
         lines += ["", "Paper findings, checked on these numbers:\n"]
         lines += [f"- {'HOLDS' if f['holds'] else 'does NOT hold'}: {f['claim']} ({f['evidence']})." for f in res["findings"]]
         lines += ["", "Examples (true / boosted label: before -> after):\n"]
@@ -265,6 +273,7 @@ def plot(report: dict, path: Path) -> None:
         ax_sim.set(title=f"{name}: SBERT similarity of the answer", xlabel="steering strength SS", ylabel="cosine", xticks=sorted({c['strength'] for c in res['configs']}))
         ax_sim.legend(fontsize=7, ncol=2)
         ax_bad.axhline(100 * base["corruption"], color="black", ls="--", lw=1, label="unsteered")
+        ax_bad.set_ylim(0, max(5.0, 105 * max(c["corruption"] for c in res["configs"])))
         ax_bad.set(title=f"{name}: corrupted answers", xlabel="steering strength SS", ylabel="%", xticks=sorted({c['strength'] for c in res['configs']}))
         ax_bad.legend(fontsize=7)
     fig.tight_layout()
