@@ -4,8 +4,8 @@
     python -m training.train_vlm training/configs/vlm_embedded.json --num_train_epochs 2 --output_dir /tmp/vlm
 
 The Sparse CLIP (default: the embedded model, outputs/embedded/sparse) is frozen: its image activations are
-computed once per corpus split and cached (`.cache/vlm`), reusing the frozen-tower cache of the Sparse CLIP
-training run when it exists. A byte-level BPE is trained on the training captions, and a Llama small
+computed once per corpus split and cached (`.cache/vlm`; the tower outputs also in `.cache/interpret`, so a
+retrained head on the same frozen tower only re-projects). A byte-level BPE is trained on the training captions, and a Llama small
 enough for two CPU cores learns to answer "What's in the picture?" with the caption (loss on the answer
 tokens only). Writes the model + tokenizer (`save_pretrained`) and `vlm_training.json` (time, losses,
 validation caption accuracy and examples).
@@ -57,25 +57,6 @@ class VLMTrainingArguments(TrainingArguments):
 
 
 # ----------------------------------------------------------------------------------------------
-def training_tower_cache(encoder, dataset, data_cache_dir: str) -> torch.Tensor | None:
-    """The pooled image-tower outputs of `dataset` from Sparse CLIP training's frozen-tower cache, if it holds them."""
-    import hashlib
-
-    from safetensors import safe_open
-
-    from .tower_cache import _processor_fingerprint, _tower_fingerprint
-
-    key = hashlib.sha256(
-        f"{dataset._fingerprint}/{len(dataset)}/{_processor_fingerprint(encoder.processor)}/{_tower_fingerprint(encoder.model)}".encode()
-    ).hexdigest()[:20]
-    path = Path(data_cache_dir) / "tower_features" / f"tower_features_towers_{key}.safetensors"
-    if not path.exists():
-        return None
-    logger.info("image tower outputs reused from the Sparse CLIP training cache %s", path)
-    with safe_open(str(path), "pt") as f:
-        return f.get_tensor("image")
-
-
 def split_activations(encoder, corpus, split: str, data_args: VLMDataArguments, limit: int | None = None):
     """(dataset rows, their cached activations) of a corpus split, optionally the first `limit` of a fixed shuffle."""
     from modeling_sparse_clip.vlm.feature_cache import cached_image_activations
@@ -83,8 +64,7 @@ def split_activations(encoder, corpus, split: str, data_args: VLMDataArguments, 
     dataset = corpus[split]
     if limit is not None and limit < len(dataset):
         dataset = dataset.shuffle(seed=0).select(range(limit))
-    pooled = training_tower_cache(encoder, dataset, data_args.data_cache_dir) if split == "train" else None
-    return dataset, cached_image_activations(encoder, dataset, data_args.feature_cache_dir, pooled_images=pooled)
+    return dataset, cached_image_activations(encoder, dataset, data_args.feature_cache_dir)
 
 
 def captions_of(dataset) -> list[list[str]]:

@@ -41,30 +41,18 @@ def cached_image_activations(
     image_column: str = "image",
     batch_size: int = 64,
     progress: bool = True,
-    pooled_images: torch.Tensor | None = None,
 ) -> SparseEmbeddings:
-    """Un-normalised Sparse CLIP activations (`get_image_features(...).pooler_output`) of every image of `dataset`.
-
-    `pooled_images`: the image tower's pooled outputs of these rows when another cache already holds them
-    (training's frozen-tower cache); then only the projection runs."""
-    key = f"{encoder.fingerprint()}_{split_fingerprint(dataset)}"
+    """Un-normalised Sparse CLIP activations (`get_image_features(...).pooler_output`) of every image of `dataset`."""
+    key = f"{encoder.fingerprint()}_{split_fingerprint(dataset)}-{image_processing_key(encoder)}"
     path = Path(cache_dir) / f"image_activations_{key}.safetensors"
     if path.exists():
         logger.info("image activations: cache hit %s", path)
         return SparseEmbeddings.load(path)
-    if pooled_images is not None:
-        if len(pooled_images) != len(dataset):
-            raise ValueError(f"pooled_images has {len(pooled_images)} rows for a split of {len(dataset)} images.")
-        embeddings = SparseEmbeddings.concat([
-            SparseEmbeddings.from_dense(encoder.project("image", pooled_images[i : i + 4096]).float().cpu())
-            for i in range(0, len(pooled_images), 4096)
-        ])
-    else:
-        # cache_key: the tower outputs are also kept by FeatureEncoder (keyed by the tower weights), so a new
-        # head on the same frozen tower (a retrained Sparse CLIP) re-uses them and only projects.
-        activations = encoder.encode_images(DatasetImages(dataset, image_column), batch_size=batch_size, progress=progress,
-                                            cache_key=f"{split_fingerprint(dataset)}-{image_processing_key(encoder)}")
-        embeddings = SparseEmbeddings.from_scipy(activations, dtype=torch.float32)
+    # cache_key: the tower outputs are also kept by FeatureEncoder (keyed by the tower weights), so a new
+    # head on the same frozen tower (a retrained Sparse CLIP) re-uses them and only projects.
+    activations = encoder.encode_images(DatasetImages(dataset, image_column), batch_size=batch_size, progress=progress,
+                                        cache_key=f"{split_fingerprint(dataset)}-{image_processing_key(encoder)}")
+    embeddings = SparseEmbeddings.from_scipy(activations, dtype=torch.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     embeddings.save(tmp, metadata={"sparse_clip_fingerprint": encoder.fingerprint(), "split": split_fingerprint(dataset)})
