@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 logger = logging.getLogger(__name__)
