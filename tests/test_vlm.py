@@ -242,7 +242,7 @@ def test_training_command_end_to_end(encoder, tmp_path):
            "--hidden_size", "32", "--num_hidden_layers", "1", "--intermediate_size", "64", "--adapter_hidden_size", "32",
            "--vocab_size", "300", "--report_to", "none", "--eval_strategy", "no", "--disable_tqdm", "true",
            "--data_cache_dir", str(REPO_ROOT / ".cache" / "data")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "SPARSE_CLIP_INTERPRET_CACHE": str(tmp_path / "interpret")}
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "vlm_training.json").read_text())
