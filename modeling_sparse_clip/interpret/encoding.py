@@ -95,7 +95,10 @@ class FeatureEncoder:
             cfg = self.model.config
             tower = self.model.text_model if modality == "text" else self.model.vision_model
             pooling = cfg.text_pooling if modality == "text" else cfg.vision_pooling
-            self._tower_hashes[modality] = _hash_tensors(tower.state_dict().values(), f"{modality}|{pooling}")
+            # the same tower with other preprocessing (image size, tokenizer length) gives other outputs
+            sub = self.processor.tokenizer if modality == "text" else self.processor.image_processor
+            preprocessing = sub.to_json_string() if hasattr(sub, "to_json_string") else f"{type(sub).__name__}|{len(sub)}|{sub.model_max_length}"
+            self._tower_hashes[modality] = _hash_tensors(tower.state_dict().values(), f"{modality}|{pooling}|{preprocessing}")
         return self._tower_hashes[modality]
 
     # -- towers ---------------------------------------------------------------------------------
