@@ -51,14 +51,15 @@ def side_by_side(report: dict, training: dict) -> str:
     rows = []
     for set_name, meta in report["meta"]["sets"].items():
         if meta["task"] == "zero_shot":
-            keys = [("top1", "zero-shot top-1 %")]
+            keys = [("top1_accuracy", "zero-shot top-1 %")]
         else:
             keys = [("image_to_text_R@1", "i->t R@1 %"), ("image_to_text_R@5", "i->t R@5 %"), ("text_to_image_R@1", "t->i R@1 %"), ("text_to_image_R@5", "t->i R@5 %")]
         for key, label in keys:
             values = [report["models"][m].get(set_name, {}).get(key) for m in models]
             if any(v is not None for v in values):
                 rows.append((f"{set_name}: {label}", [None if v is None else 100 * v for v in values]))
-    for key, label in (("image_l0_mean", "image L0 (mean)"), ("image_l0_pct_width", "image L0 % of width"), ("text_l0_mean", "text L0 (mean)")):
+    for key, label in (("image_l0_mean", "image L0 (mean over sets)"), ("image_l0_percent_of_width", "image L0 % of width"),
+                       ("text_l0_mean", "text L0 (mean over sets)"), ("text_l0_percent_of_width", "text L0 % of width")):
         values = [_mean_over_sets(report["models"][m], key) for m in models]
         if any(v is not None for v in values):
             rows.append((label, values))
