@@ -431,13 +431,13 @@ def _plot_width(records: list[dict], path: Path) -> None:
 
     key, label = _accuracy_key(records)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for activation, style in (("relu", "o-"), ("none", "s--")):
+    for activation, style, color in (("relu", "o-", "C0"), ("none", "s--", "C1")):
         rs = sorted((r for r in records if r["activation"] == activation), key=lambda r: r["width"])
         widths = [r["width"] for r in rs]
-        axes[0].plot(widths, [100 * (r["summary"][key] or float("nan")) for r in rs], style, label=activation)
-        axes[1].plot(widths, [100 * (r["summary"]["retrieval_R@1"] or float("nan")) for r in rs], style, label=activation)
-        axes[2].plot(widths, [r["summary"]["image_l0"] for r in rs], style, label=f"{activation}: image")
-        axes[2].plot(widths, [r["summary"]["text_l0"] for r in rs], style, alpha=0.5, label=f"{activation}: text")
+        axes[0].plot(widths, [100 * (r["summary"][key] or float("nan")) for r in rs], style, color=color, label=activation)
+        axes[1].plot(widths, [100 * (r["summary"]["retrieval_R@1"] or float("nan")) for r in rs], style, color=color, label=activation)
+        axes[2].plot(widths, [r["summary"]["image_l0"] for r in rs], style, color=color, label=f"{activation}: image")
+        axes[2].plot(widths, [r["summary"]["text_l0"] for r in rs], style, color=color, alpha=0.4, label=f"{activation}: text")
     for ax, ylabel in zip(axes, (label, "retrieval R@1 (%)", "L0 on the eval sets (active dims)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("width (projection dim)")
@@ -465,9 +465,16 @@ def _plot_inducer(records: list[dict], path: Path) -> None:
     axes[0].grid(alpha=0.3)
     axes[0].legend()
     names = [r["label"] for r in records]
-    axes[1].bar(range(len(records)), [100 * (r["summary"][key] or float("nan")) for r in records], color=[f"C{i}" for i in range(len(records))])
+    metrics = [(key, label)] + ([("retrieval_R@1", "retrieval R@1 (%)")] if key != "retrieval_R@1" else [])
+    bar_width = 0.8 / len(metrics)
+    for j, (metric, metric_label) in enumerate(metrics):
+        x = np.arange(len(records)) + (j - (len(metrics) - 1) / 2) * bar_width
+        values = [100 * (r["summary"][metric] or float("nan")) for r in records]
+        bars = axes[1].bar(x, values, bar_width, label=metric_label, color=f"C{j}", alpha=0.8)
+        axes[1].bar_label(bars, fmt="%.1f", fontsize=8)
     axes[1].set_xticks(range(len(records)), names, rotation=20, ha="right")
-    axes[1].set_ylabel(label)
+    axes[1].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize=8)
     axes[1].grid(alpha=0.3, axis="y")
     fig.suptitle(f"Fig. 2b at small scale: sparsity inducers at width {records[0]['width']}")
     fig.tight_layout()
