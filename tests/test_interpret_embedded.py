@@ -1,6 +1,5 @@
-"""Semantic checks of the toolkit on the trained embedded model (outputs/embedded/sparse).
-
-Skipped, with the reason, until the model has been trained (`make main`; CI trains it first).
+"""Semantic checks of the toolkit on the trained embedded model (outputs/embedded/sparse after `make main`;
+otherwise the `embedded_model_dir` fixture trains a smaller run of the same recipe once, as CI does).
 - Concept labels make sense: among the strongest features of rendered dog / cat emoji, one has a
   word of that animal among its top words (full 98.6K-word vocabulary, as in the paper).
 - Steering moves zero-shot predictions toward the boosted concept on held-out images, in most trials;
@@ -12,12 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from interpret_fixtures import EMBEDDED_MODEL, REPO_ROOT, render_emoji
+from interpret_fixtures import REPO_ROOT, render_emoji
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (EMBEDDED_MODEL / "config.json").exists(), reason=f"the embedded model is not trained yet ({EMBEDDED_MODEL}); run `make main`"),
-]
+pytestmark = [pytest.mark.slow]
 
 ANIMALS = {
     "dog": ("\U0001F415\U0001F436\U0001F429\U0001F9AE", {"dog", "dogs", "puppy", "pup", "puppies", "canine", "hound", "poodle", "doggy", "pooch",
@@ -27,18 +23,18 @@ ANIMALS = {
 
 
 @pytest.fixture(scope="module")
-def encoder():
+def encoder(embedded_model_dir):
     from modeling_sparse_clip.interpret import FeatureEncoder
 
-    return FeatureEncoder.from_pretrained(EMBEDDED_MODEL)
+    return FeatureEncoder.from_pretrained(embedded_model_dir)
 
 
 @pytest.fixture(scope="module")
-def labels(encoder):
+def labels(encoder, embedded_model_dir):
     data = pytest.importorskip("modeling_sparse_clip.data")
     from modeling_sparse_clip.interpret import load_or_compute_concept_labels
 
-    return load_or_compute_concept_labels(encoder, data.build_vocabulary(), model_dir=EMBEDDED_MODEL)
+    return load_or_compute_concept_labels(encoder, data.build_vocabulary(), model_dir=embedded_model_dir)
 
 
 @pytest.mark.parametrize("animal", sorted(ANIMALS))
