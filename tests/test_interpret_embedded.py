@@ -1,7 +1,7 @@
 """Semantic checks of the toolkit on the trained embedded model (outputs/embedded/sparse after `make main`;
 otherwise the `embedded_model_dir` fixture trains a smaller run of the same recipe once, as CI does).
 - Concept labels make sense: among the strongest features of rendered dog / cat emoji, one has a
-  word of that animal among its top words (full 98.6K-word vocabulary, as in the paper).
+  word of that animal among its top words (over the 20K most frequent English words).
 - Steering moves zero-shot predictions toward the boosted concept on held-out images, in most trials;
   the rates are printed and written to test-artifacts/interpret/steering.json.
 """
@@ -34,7 +34,10 @@ def labels(encoder, embedded_model_dir):
     data = pytest.importorskip("modeling_sparse_clip.data")
     from modeling_sparse_clip.interpret import load_or_compute_concept_labels
 
-    return load_or_compute_concept_labels(encoder, data.build_vocabulary(), model_dir=embedded_model_dir)
+    # the 20K most frequent English words: the wordfreq half of the paper's vocabulary, 5x quicker than all of it
+    from wordfreq import top_n_list
+
+    return load_or_compute_concept_labels(encoder, top_n_list("en", 20000), model_dir=embedded_model_dir)
 
 
 @pytest.mark.parametrize("animal", sorted(ANIMALS))
