@@ -10,7 +10,6 @@
 """
 
 import json
-import resource
 import subprocess
 import sys
 import time

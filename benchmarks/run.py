@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 

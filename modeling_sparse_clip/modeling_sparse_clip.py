@@ -4,7 +4,6 @@ A Hub file: it imports only torch, transformers and `configuration_sparse_clip` 
 relative import), because `save_pretrained`/`push_to_hub` copy it flat next to the weights.
 """
 
-import math
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable

@@ -119,3 +119,14 @@ def trained_embedded_model() -> str:
 @pytest.fixture(scope="session")
 def embedded_model_dir():
     return trained_embedded_model()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """These tests run many tiny ops; on a shared 2-core machine, 2 intra-op threads make them ~40x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,15 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_efficientnet_reference_recognises_real_photos():

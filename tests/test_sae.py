@@ -6,15 +6,7 @@ import torch
 from modeling_sparse_clip.sae import SAEConfig, SparseAutoencoder, reconstruction_error, train_sae
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These tests run many tiny ops; on a shared 2-core machine, 2 intra-op threads make them ~40x slower."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sparse_mixtures(n=1000, dim=32, atoms=64, active=3, seed=0):

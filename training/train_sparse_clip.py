@@ -12,7 +12,6 @@ batch: features are gathered from every rank with gradients (see `contrastive_lo
 import json
 import logging
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoProcessor, CLIPTextConfig, CLIPVisionConfig, HfArgumentParser, TrainingArguments, set_seed
 
-from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
+from modeling_sparse_clip import SparseCLIPModel
 
 from .pair_datasets import CachedPairDataset, ImageTextCollator, PairDataset
 from .trainer import EpochCallback, EvolutionCheckpointCallback, SparseCLIPTrainer, last_good_checkpoint
@@ -247,13 +246,18 @@ def _config_file_to_flags(path: str) -> list[str]:
     return flags
 
 
-def parse_args(argv=None):
-    """`ModelArguments, DataArguments, SparseCLIPTrainingArguments` from flags, or a config file + flags."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, SparseCLIPTrainingArguments))
+def parse_config_and_flags(dataclass_types, argv=None):
+    """Argument dataclasses from flags, or from a JSON/YAML config file followed by overriding flags."""
+    parser = HfArgumentParser(dataclass_types)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".json", ".yaml", ".yml")):
         argv = _config_file_to_flags(argv[0]) + argv[1:]
     return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+
+
+def parse_args(argv=None):
+    """`ModelArguments, DataArguments, SparseCLIPTrainingArguments` from flags, or a config file + flags."""
+    return parse_config_and_flags((ModelArguments, DataArguments, SparseCLIPTrainingArguments), argv)
 
 
 def main(argv=None):

@@ -14,13 +14,12 @@ validation caption accuracy and examples).
 import json
 import logging
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 
 logger = logging.getLogger(__name__)
 
@@ -199,13 +198,9 @@ def train(model_args: VLMModelArguments, data_args: VLMDataArguments, training_a
 
 def parse_args(argv=None):
     """The three argument dataclasses from flags, or from a JSON/YAML config file followed by overriding flags."""
-    from .train_sparse_clip import _config_file_to_flags
+    from .train_sparse_clip import parse_config_and_flags
 
-    parser = HfArgumentParser((VLMModelArguments, VLMDataArguments, VLMTrainingArguments))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].endswith((".json", ".yaml", ".yml")):
-        argv = _config_file_to_flags(argv[0]) + argv[1:]
-    return parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    return parse_config_and_flags((VLMModelArguments, VLMDataArguments, VLMTrainingArguments), argv)
 
 
 def main(argv=None):
