@@ -103,16 +103,16 @@ CI_EMBEDDED_MODEL = os.path.join(REPO_ROOT, ".cache", "test_models", "embedded_s
 
 def trained_embedded_model() -> str:
     """A trained embedded Sparse CLIP for the semantic tests: the main job's model when `make main` has
-    run, otherwise a smaller run of the same recipe (fewer images per source and epochs; a few minutes,
-    once: later sessions reuse it)."""
+    run, otherwise the same recipe (same seed, so the same model) trained here once (a few minutes on
+    2 cores; later runs reuse it)."""
     if os.path.exists(os.path.join(EMBEDDED_MODEL, "model.safetensors")):
         return EMBEDDED_MODEL
     if not os.path.exists(os.path.join(CI_EMBEDDED_MODEL, "model.safetensors")):
         from training.train_sparse_clip import parse_args, train
 
         recipe = os.path.join(REPO_ROOT, "training", "configs", "embedded_sparse.json")
-        train(*parse_args([recipe, "--output_dir", CI_EMBEDDED_MODEL, "--max_per_source", "800", "--num_train_epochs", "12",
-                           "--report_to", "none", "--data_cache_dir", os.path.join(REPO_ROOT, ".cache", "data")]))
+        train(*parse_args([recipe, "--output_dir", CI_EMBEDDED_MODEL, "--evolution_fractions", "", "--report_to", "none",
+                           "--data_cache_dir", os.path.join(REPO_ROOT, ".cache", "data")]))
     return CI_EMBEDDED_MODEL
 
 

@@ -1,5 +1,5 @@
 """Semantic checks of the toolkit on the trained embedded model (outputs/embedded/sparse after `make main`;
-otherwise the `embedded_model_dir` fixture trains a smaller run of the same recipe once, as CI does).
+otherwise the `embedded_model_dir` fixture trains the same recipe once, as CI does).
 - Concept labels make sense: among the strongest features of rendered dog / cat emoji, one has a
   word of that animal among its top words (over the 20K most frequent English words).
 - Steering moves zero-shot predictions toward the boosted concept on held-out images, in most trials;
@@ -52,8 +52,8 @@ def test_animal_emoji_features_are_named_after_the_animal(encoder, labels, anima
                 found.append((char, int(feature), top))
     print(f"\n{animal}: {len(found)} of the top-5 features of {len(chars)} emoji carry an {animal} word:",
           *[f"  {c} f{f}: {', '.join(t)}" for c, f, t in found], sep="\n")
-    # measured on the main job's model: 4 of 4 cat emoji and 3 of 4 dog emoji have such a feature
-    # (e.g. f4060: dog, doggy, face, canine, pet, puppy); the CI-sized model is weaker, so ask for one
+    # measured on the embedded model: 4 of 4 cat emoji and 3 of 4 dog emoji have such a feature
+    # (e.g. f4060: dog, doggy, face, canine, pet, puppy); the issue asks for such cases to exist
     assert found, f"no top-5 feature of {animal} emoji has a {animal} word among its top-10 words"
 
 
