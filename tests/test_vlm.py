@@ -225,12 +225,7 @@ def test_bad_inputs_say_what_to_do(trained, emoji_acts):
 
 
 # ---------------------------------------------------------------------------------------------------
-def _corpus_cached() -> bool:
-    return any((REPO_ROOT / ".cache" / "data").glob("corpus-*/dataset_dict.json"))
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _corpus_cached(), reason="the embedded corpus is not built (.cache/data/corpus-*); run `make sources` and build it")
 def test_training_command_end_to_end(encoder, tmp_path):
     """`python -m training.train_vlm CONFIG` on 48 real corpus images for a few steps: a loadable VLM + summary."""
     from modeling_sparse_clip.vlm import SparseFeatureCaptioner
