@@ -21,10 +21,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from .encoding import DEFAULT_CACHE_DIR, FeatureEncoder, hash_strings
+from .encoding import DEFAULT_CACHE_DIR, FeatureEncoder, hash_strings, load_safetensors_with_metadata
 
 LABELS_FILE = "concept_labels_{vocabulary_hash}.safetensors"  # one file per vocabulary: no cache thrash
 
@@ -112,12 +112,8 @@ class ConceptLabels:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ConceptLabels":
-        from safetensors import safe_open
-
         path = Path(path)
-        with safe_open(str(path), "np") as f:
-            metadata = f.metadata() or {}
-        arrays = load_file(str(path))
+        arrays, metadata = load_safetensors_with_metadata(path)
         vocabulary = json.loads(path.with_suffix(".vocab.json").read_text())
         return cls(vocabulary, arrays["top_words"], arrays["top_scores"], arrays["word_counts"], metadata.get("fingerprint", ""))
 

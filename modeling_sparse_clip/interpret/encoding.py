@@ -213,3 +213,13 @@ def l2_normalize_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
 def l2_normalize(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm > 0 else vector
+
+
+def load_safetensors_with_metadata(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The arrays of a safetensors file and its string metadata (our caches keep their fingerprint there)."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    with safe_open(str(path), "np") as f:
+        metadata = f.metadata() or {}
+    return load_file(str(path)), metadata

@@ -19,10 +19,10 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from .concept_labels import interpret_dir
-from .encoding import FeatureEncoder, hash_strings, l2_normalize_rows
+from .encoding import FeatureEncoder, hash_strings, l2_normalize_rows, load_safetensors_with_metadata
 
 
 class DatasetImages:
@@ -155,12 +155,8 @@ class FeatureAtlas:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureAtlas":
-        from safetensors import safe_open
-
         path = Path(path)
-        with safe_open(str(path), "np") as f:
-            metadata = f.metadata() or {}
-        arrays = load_file(str(path))
+        arrays, metadata = load_safetensors_with_metadata(path)
         sidecar = json.loads(path.with_suffix(".json").read_text())
         return cls(
             image_ids=sidecar["image_ids"],
