@@ -11,14 +11,16 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: setup sources main test test-fast clean
+.PHONY: setup sources main test test-fast clean lock
 
-$(BIN)/.installed: pyproject.toml Makefile
+# constraints.txt pins every other dependency to what CI last ran green (a fresh resolve can pull a
+# release that breaks us on the day it ships); `make lock` rewrites it from a fresh, tested install.
+$(BIN)/.installed: pyproject.toml Makefile constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	echo "$(TORCH)" | tr ' ' '\n' > $(VENV)/torch-constraints.txt
-	$(BIN)/pip install -q -c $(VENV)/torch-constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q -c $(VENV)/torch-constraints.txt -c constraints.txt -e ".[dev]"
 	touch $@
 
 setup: $(BIN)/.installed
@@ -40,3 +42,13 @@ test-fast: setup
 
 clean:
 	rm -rf $(VENV) outputs .cache
+
+# Re-resolve the newest allowed versions in a scratch venv and pin them (then run `make test`).
+lock:
+	rm -rf .venv-lock && $(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install -q $(TORCH)
+	.venv-lock/bin/pip install -q -c $(VENV)/torch-constraints.txt -e ".[dev]"
+	{ echo "# Exact versions CI and the README's two commands install (pip install -c constraints.txt)."; \
+	  echo "# Regenerate after a deliberate upgrade: make lock. The torch/torchvision pair is set in the Makefile."; \
+	  .venv-lock/bin/pip freeze | grep -viE '^(-e|sparse.clip|torch==|torchvision==|nvidia|cuda-|triton)'; } > constraints.txt
+	rm -rf .venv-lock

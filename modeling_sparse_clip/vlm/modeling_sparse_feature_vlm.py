@@ -15,21 +15,21 @@ import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import ModelOutput
 
 from .configuration_sparse_feature_vlm import SparseFeatureVLMConfig
 
 
+# transformers 5.24 renamed the key-value cache `past_key_values` -> `cache` (inputs and outputs); the
+# name is read from transformers' own output class, so this file works on both sides of the rename.
+_CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
 @dataclass
-class SparseFeatureVLMOutput(ModelOutput):
+class SparseFeatureVLMOutput(CausalLMOutputWithPast):
     """Causal-LM output plus the soft tokens the adapter wrote (None on cached decoding steps)."""
 
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: object | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
 
 
@@ -65,7 +65,7 @@ class SparseFeatureVLMPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [_CACHE]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
@@ -123,18 +123,21 @@ class SparseFeatureVLMForConditionalGeneration(SparseFeatureVLMPreTrainedModel, 
         image_features: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values=None,
         **kwargs,
     ) -> SparseFeatureVLMOutput:
         r"""
         image_features (`torch.FloatTensor` of shape `(batch, num_features)`): the Sparse CLIP image activations
             (un-normalised, post-ReLU), possibly steered. Needed on the first (prefill) step only.
         labels (`torch.LongTensor`): next-token targets, -100 where no loss is taken (image tokens, prompt).
+        cache / past_key_values: the key-value cache (the name transformers < 5.24 used is accepted too).
         """
+        cache = cache if cache is not None else past_key_values
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Give exactly one of input_ids or inputs_embeds.")
         soft_tokens = None
@@ -146,8 +149,8 @@ class SparseFeatureVLMForConditionalGeneration(SparseFeatureVLMPreTrainedModel, 
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **{_CACHE: cache},
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
@@ -158,7 +161,7 @@ class SparseFeatureVLMForConditionalGeneration(SparseFeatureVLMPreTrainedModel, 
         return SparseFeatureVLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            **{_CACHE: getattr(outputs, _CACHE)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=soft_tokens,

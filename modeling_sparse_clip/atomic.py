@@ -1,0 +1,64 @@
+"""Write a file or a folder so that it either appears complete or not at all.
+
+Every cache, checkpoint and dataset the package writes goes through these two helpers: a run killed
+half way leaves only a temporary name behind, never a truncated file under the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it is renamed onto `path` (atomic on POSIX).
+
+        with atomic_file(cache) as tmp:
+            save_file(tensors, tmp)
+
+    The temporary name keeps the suffix (libraries that pick a format by extension still work) and
+    the final file gets the usual 0644-style permissions (umask), not a private temp file's.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; on success it replaces `path` (which may exist).
+
+    A folder that exists under the real name is therefore always complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f"{path.name}.old-{os.getpid()}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` atomically; returns the path."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
