@@ -14,13 +14,6 @@ AutoConfig.register("sparse_clip", SparseCLIPConfig, exist_ok=True)
 AutoModel.register(SparseCLIPConfig, SparseCLIPModel, exist_ok=True)
 # Any image processor + any tokenizer: transformers' CLIPProcessor already pairs them generically.
 AutoProcessor.register(SparseCLIPConfig, CLIPProcessor, exist_ok=True)
-def _publish_with_card(model, repo_id, **kwargs):
-    from conversion.publish import push_sparse_clip_to_hub  # lazy: conversion imports this package
-
-    return push_sparse_clip_to_hub(model, repo_id, **kwargs)
-
-
-SparseCLIPModel.hub_publisher = staticmethod(_publish_with_card)
 SparseCLIPConfig.register_for_auto_class()
 SparseCLIPModel.register_for_auto_class("AutoModel")
 

@@ -4,7 +4,6 @@ A Hub file: it imports only torch, transformers and `configuration_sparse_clip` 
 relative import), because `save_pretrained`/`push_to_hub` copy it flat next to the weights.
 """
 
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -61,29 +60,6 @@ def contrastive_loss(
     logits_per_text = logit_scale * text_embeds @ all_images.t()
     labels = torch.arange(image_embeds.shape[0], device=image_embeds.device) + rank * image_embeds.shape[0]
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
-
-
-# ----------------------------------------------------------------------------------------------
-# The logit-scale cap. The forward clamps the value it uses; in addition, every optimiser step
-# clamps the parameter itself, so momentum can never carry it above the cap (OpenCLIP clamps after
-# each step in its training loop; doing it here covers Trainer, accelerate and hand-written loops).
-# ----------------------------------------------------------------------------------------------
-_LIVE_MODELS: "weakref.WeakSet[SparseCLIPModel]" = weakref.WeakSet()
-_STEP_HOOK = None
-
-
-def _clamp_logit_scales_after_step(optimizer, args, kwargs):
-    for model in list(_LIVE_MODELS):
-        model.clamp_logit_scale_()
-
-
-def _install_step_hook(model: "SparseCLIPModel") -> None:
-    global _STEP_HOOK
-    _LIVE_MODELS.add(model)
-    if _STEP_HOOK is None:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
-        _STEP_HOOK = register_optimizer_step_post_hook(_clamp_logit_scales_after_step)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,15 +182,14 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
         self.text_projection = nn.Linear(self.text_embed_dim, self.projection_dim, bias=False)
         self.visual_projection = nn.Linear(self.vision_embed_dim, self.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
-        # How the global batch is gathered for the loss; training may swap in a sparse gather.
-        self.gather_fn: Callable[[torch.Tensor], torch.Tensor] = all_gather_with_grad
         self.post_init()
-        _install_step_hook(self)
 
     # -- the cap ------------------------------------------------------------------------------
     @torch.no_grad()
     def clamp_logit_scale_(self) -> None:
-        """Clamp the parameter in place to the cap (called after every optimiser step)."""
+        """Clamp the parameter in place to the cap. Training loops call it after every optimiser step
+        (as OpenCLIP's does), so momentum never carries it above the cap; `SparseCLIPTrainer` does it
+        for you, a hand-written loop adds `model.clamp_logit_scale_()` after `optimizer.step()`."""
         self.logit_scale.clamp_(max=self.config.logit_scale_max)
 
     def effective_logit_scale(self) -> torch.Tensor:
@@ -285,14 +260,17 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
         return_dict: bool | None = None,
         image_tower_embeds: torch.FloatTensor | None = None,
         text_tower_embeds: torch.FloatTensor | None = None,
+        gather_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         **kwargs,
     ) -> SparseCLIPOutput | tuple:
         """`image_tower_embeds` / `text_tower_embeds`: pooled tower outputs computed beforehand (frozen
-        towers, cached once): they replace `pixel_values` / `input_ids` and skip the towers."""
+        towers, cached once): they replace `pixel_values` / `input_ids` and skip the towers.
+        `gather_fn`: how the loss gathers the global batch across ranks (default: dense
+        `all_gather_with_grad`; the trainer may pass a sparse gather)."""
         if image_tower_embeds is not None and text_tower_embeds is not None:
             return self.forward_from_activations(
                 self.project_image(image_tower_embeds), self.project_text(text_tower_embeds),
-                return_loss=return_loss, return_dict=return_dict,
+                return_loss=return_loss, return_dict=return_dict, gather_fn=gather_fn,
             )
         tower_kwargs = {}
         if output_attentions:
@@ -314,6 +292,7 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
             vision_model_output=vision_outputs,
             text_model_output=text_outputs,
             return_dict=return_dict,
+            gather_fn=gather_fn,
         )
 
     def forward_from_activations(
@@ -324,6 +303,7 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
         vision_model_output=None,
         text_model_output=None,
         return_dict: bool | None = None,
+        gather_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> SparseCLIPOutput | tuple:
         """Logits, loss and L0 from post-activation features (shared by `forward` and cached-tower training)."""
         image_embeds = F.normalize(image_activations, dim=-1)
@@ -336,7 +316,7 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
 
         loss = None
         if return_loss:
-            loss = contrastive_loss(image_embeds, text_embeds, scale, self.gather_fn)
+            loss = contrastive_loss(image_embeds, text_embeds, scale, gather_fn)
             if self.config.l1_coefficient > 0:
                 l1 = (image_activations.abs().sum(-1).mean() + text_activations.abs().sum(-1).mean()) / 2
                 loss = loss + self.config.l1_coefficient * l1
@@ -360,15 +340,17 @@ class SparseCLIPModel(SparseCLIPPreTrainedModel):
         return output
 
     # -- publishing ------------------------------------------------------------------------------
-    # Set by the sparse-clip package when it is installed: publishes in one commit with its model card
-    # (metrics, sparsity facts, loading instructions). Without the package: transformers' own push.
-    hub_publisher: Callable | None = None
-
     def push_to_hub(self, repo_id: str, *args, token=None, private=None, create_pr: bool = False, **kwargs):
-        publisher = type(self).hub_publisher
-        if publisher is None or args or set(kwargs) - {"commit_message"}:  # options only transformers knows
+        """With the sparse-clip package installed: one commit with weights, config, code, processor
+        (`processor=`) and a generated model card with metrics (`benchmark_json=`); see
+        `modeling_sparse_clip.publishing`. Without it (a Hub copy of this file): transformers' own push."""
+        try:
+            from modeling_sparse_clip.publishing import PUBLISH_OPTIONS, push_sparse_clip_to_hub
+        except ImportError:
+            push_sparse_clip_to_hub = None
+        if push_sparse_clip_to_hub is None or args or set(kwargs) - set(PUBLISH_OPTIONS):  # options only transformers knows
             return super().push_to_hub(repo_id, *args, token=token, private=private, create_pr=create_pr, **kwargs)
-        return publisher(self, repo_id, token=token, private=bool(private), create_pr=create_pr, **kwargs)
+        return push_sparse_clip_to_hub(self, repo_id, token=token, private=bool(private), create_pr=create_pr, **kwargs)
 
     # -- construction and strict loading --------------------------------------------------------
     @classmethod

@@ -1,0 +1,39 @@
+"""The package's commands: argument dataclasses (`HfArgumentParser`) -> one library call each.
+
+Every command is a console entry point (`sparse-clip-train`, `sparse-clip-convert-open-clip`, ...; see
+pyproject.toml) and a module (`python -m modeling_sparse_clip.cli.train`). Bad input ends with ONE line
+saying what is wrong and what to do; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Sequence
+
+
+class UsageError(ValueError):
+    """Input the user can fix; the message says how."""
+
+
+def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> int:
+    """Run `main(argv)`; exceptions become one `error: ...` line on stderr (exit 1) unless `--debug`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if debug:
+        main(argv)
+        return 0
+    try:
+        main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as stop:  # argparse's own usage errors and --help
+        return stop.code if isinstance(stop.code, int) else 1
+    except Exception as error:  # noqa: BLE001 - the one place that turns errors into a readable line
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0
