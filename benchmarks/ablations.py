@@ -4,8 +4,8 @@
     python -m benchmarks.ablations --studies width --widths 512 2048 --num_train_epochs 2
     python -m benchmarks.ablations --base_config my_recipe.json --overrides learning_rate=5e-4
 
-Every run is the base training recipe with a few flags changed (`training.train_sparse_clip`), evaluated
-on the held-out sets with the benchmark harness's metrics (`benchmarks.run.evaluate_on_set`):
+Every run is the base training recipe with a few flags changed (`modeling_sparse_clip.training.train`),
+evaluated on the held-out sets by the evaluation library (`modeling_sparse_clip.evaluation.runner.evaluate_on_set`):
 
 * width (Fig. 2a): each width x {relu, none}: zero-shot accuracy, retrieval and L0 against width.
 * inducer (Fig. 2b): relu vs relu + L1 vs TopK at one width, L0 logged every few steps from step 1.
@@ -15,8 +15,10 @@ on the held-out sets with the benchmark harness's metrics (`benchmarks.run.evalu
   `fixed_caps`: runs that start AT the cap (init = cap), the paper's regime where the scale sits at
   its cap for most of training.
 
-Every run trains at `learning_rate` (default 1e-2, not the recipe's 1e-3: in a run of a few epochs the
-heads and the logit scale barely move at 1e-3; see benchmarks/ABLATIONS.md).
+The study's caps are LINEAR logit scales (fractions of the scale a run reached, as in the tables); each run
+gets them as the training command's log-space flags (`--logit_scale_max`, `--logit_scale_init_value`).
+Every run trains at `learning_rate` (default 1e-2, not the recipe's: in a run of a few epochs the heads
+and the logit scale barely move at 1e-3; see benchmarks/ABLATIONS.md).
 
 Resumable: a run whose record `<output_dir>/runs/<name>.json` exists with the same flags is not
 retrained. Writes `fig2a.png`, `fig2b.png`, `fig2c.png`, `ablations.md` and `ablations.json`.
@@ -24,7 +26,6 @@ retrained. Writes `fig2a.png`, `fig2b.png`, `fig2c.png`, `ablations.md` and `abl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -33,25 +34,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from .encode import ModelEncoder, as_rgb, batches
-from .run import BenchmarkArguments, SetContext, evaluate_on_set
-from .suites import build_suite
+from modeling_sparse_clip.atomic import atomic_write_text
+from modeling_sparse_clip.constants import DATA_CACHE_DIR, FEATURE_CACHE_DIR
+from modeling_sparse_clip.encoding import SparseCLIPEncoder
+from modeling_sparse_clip.evaluation.runner import BenchmarkArguments, SetContext, evaluate_on_set
+from modeling_sparse_clip.evaluation.suites import build_suite
+from modeling_sparse_clip.training import parse_args, train
 
 logger = logging.getLogger(__name__)
-RECIPE = Path(__file__).resolve().parent.parent / "training" / "configs" / "embedded_sparse.json"
+RECIPE = "embedded_sparse"
 STUDIES = ("width", "inducer", "cap")
-# Telemetry kept from each logging step of a run (see training/sparsity_telemetry.py).
+# Telemetry kept from each logging step of a run (see modeling_sparse_clip/training/telemetry.py).
 HISTORY_KEYS = ("step", "epoch", "loss", "l0_image_mean", "l0_text_mean", "l0_image_pct_width", "l0_text_pct_width",
                 "active_features_pct", "dead_features", "logit_scale")
 
 
 @dataclass
 class AblationArguments:
-    base_config: str = field(default=str(RECIPE), metadata={"help": "Training recipe (JSON/YAML) every run starts from."})
+    base_config: str = field(default=RECIPE, metadata={"help": "Training recipe every run starts from: a shipped name or a JSON/YAML path."})
     overrides: list[str] = field(default_factory=list, metadata={"help": "KEY=VALUE training flags added to every run, after the recipe."})
     studies: list[str] = field(default_factory=lambda: list(STUDIES), metadata={"help": "Any of width (2a), inducer (2b), cap (2c)."})
     widths: list[int] = field(default_factory=lambda: [512, 2048, 8192], metadata={"help": "Widths of the width study (x relu / none)."})
@@ -61,17 +64,18 @@ class AblationArguments:
     logging_steps: int = field(default=3, metadata={"help": "Telemetry (L0, logit scale) every this many steps, and at step 1."})
     l1_coefficient: float = field(default=1e-3, metadata={"help": "L1 coefficient of the relu + L1 run."})
     topk_k: int | None = field(default=None, metadata={"help": "k of the TopK run (default: the relu run's final image L0)."})
-    free_cap: float = field(default=100.0, metadata={"help": "Cap (linear) of the free run of the cap study."})
-    cap_fractions: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.3], metadata={"help": "Caps as fractions of the scale the free run reached."})
-    fixed_caps: list[float] = field(default_factory=lambda: [50.0, 20.0], metadata={"help": "Caps whose runs start at the cap (init = cap)."})
+    free_cap: float = field(default=100.0, metadata={"help": "Cap (LINEAR logit scale) of the free run of the cap study."})
+    cap_fractions: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.3], metadata={"help": "Caps as fractions of the (linear) scale the free run reached."})
+    fixed_caps: list[float] = field(default_factory=lambda: [50.0, 20.0], metadata={"help": "Caps (LINEAR) whose runs start at the cap (init = cap)."})
     output_dir: str = field(default="benchmarks/results/ablations", metadata={"help": "Plots, table, JSON and per-run records."})
     runs_dir: str = field(default="outputs/ablations", metadata={"help": "Trained models of the runs."})
-    suite: str = field(default="embedded", metadata={"help": "Evaluation suite (see benchmarks.run), or none."})
+    suite: str = field(default="embedded", metadata={"help": "Evaluation suite (see modeling_sparse_clip.evaluation.suites), or none."})
     zero_shot_datasets: list[str] = field(default_factory=list, metadata={"help": "Extra ImageNet-style evaluation sets."})
     retrieval_datasets: list[str] = field(default_factory=list, metadata={"help": "Extra COCO-style evaluation sets."})
     split: str = field(default="test")
     max_examples: int | None = field(default=None, metadata={"help": "Evaluate at most this many images per set."})
-    data_cache_dir: str = field(default=".cache/data")
+    data_cache_dir: str = field(default=str(DATA_CACHE_DIR))
+    feature_cache_dir: str = field(default=str(FEATURE_CACHE_DIR), metadata={"help": "The encoder's cache of pooled tower outputs of the evaluation inputs (shared by every run on the same frozen towers)."})
     batch_size: int = field(default=256, metadata={"help": "Evaluation batch size of the tower pass."})
     rerun: bool = field(default=False, metadata={"help": "Retrain runs whose records exist."})
     progress: bool = field(default=True)
@@ -104,8 +108,6 @@ def _parse_overrides(overrides: list[str]) -> dict:
 
 def _recipe_value(args: AblationArguments, key: str):
     """A value of the training recipe (after --overrides), as the training parser reads it."""
-    from training.train_sparse_clip import parse_args
-
     model_args, data_args, training_args = parse_args([args.base_config, *_flag_list(_parse_overrides(args.overrides)), "--output_dir", "unused"])
     for group in (model_args, data_args, training_args):
         if hasattr(group, key):
@@ -113,69 +115,12 @@ def _recipe_value(args: AblationArguments, key: str):
     raise KeyError(key)
 
 
-# -- evaluation: the towers are frozen in every run, so they run once per evaluation input ------------
-def _content_key(inputs) -> str:
-    dataset = getattr(inputs, "dataset", None)
-    if dataset is not None and getattr(dataset, "_fingerprint", None):
-        return f"dataset:{dataset._fingerprint}:{len(inputs)}"
-    if all(isinstance(t, str) for t in inputs):
-        return "texts:" + hashlib.sha256("\n".join(inputs).encode()).hexdigest()
-    raise TypeError("Evaluation inputs need a datasets fingerprint (images) or be strings (texts).")
+def _recipe_scale(args: AblationArguments, key: str) -> float:
+    """A logit-scale value of the recipe (log space there) as the linear scale the study works in."""
+    return math.exp(float(_recipe_value(args, key)))
 
 
-class TowerFeatureCache:
-    """Pooled tower outputs of every evaluation input, keyed by towers + processor + content; shared by all runs."""
-
-    def __init__(self):
-        self.features: dict[tuple, torch.Tensor] = {}
-
-    def get(self, key: tuple, compute) -> torch.Tensor:
-        if key not in self.features:
-            self.features[key] = compute()
-        return self.features[key]
-
-
-class HeadsEncoder(ModelEncoder):
-    """`ModelEncoder` for a model with frozen towers: the pooled tower outputs come from a cache shared by
-    every run of the grid, and only the run's own heads (projection + activation) are applied."""
-
-    def __init__(self, model, processor, name: str, tower_cache: TowerFeatureCache, **kwargs):
-        from training.tower_cache import _processor_fingerprint, _tower_fingerprint
-
-        super().__init__(model, processor, name, **kwargs)
-        self.tower_cache = tower_cache
-        self.key = (_tower_fingerprint(self.model), _processor_fingerprint(processor), self.max_length)
-
-    @torch.no_grad()
-    def _pool_images(self, images, desc: str) -> torch.Tensor:
-        parts = []
-        for batch in tqdm(list(batches(images, self.batch_size)), desc=f"towers: {desc} images", disable=not self.progress, leave=False):
-            pixels = self.processor(images=[as_rgb(im) for im in batch], return_tensors="pt")["pixel_values"]
-            parts.append(self.model.pool_image_tower(pixels.to(self.device)).float().cpu())
-        return torch.cat(parts)
-
-    @torch.no_grad()
-    def _pool_texts(self, texts, desc: str) -> torch.Tensor:
-        parts = []
-        for batch in tqdm(list(batches(list(texts), self.batch_size)), desc=f"towers: {desc} texts", disable=not self.progress, leave=False):
-            tokens = self.processor(text=list(batch), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-            tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            parts.append(self.model.pool_text_tower(**tokens).float().cpu())
-        return torch.cat(parts)
-
-    @torch.no_grad()
-    def _project(self, pooled: torch.Tensor, project):
-        return self._collect([self._per_batch(project(chunk.to(self.device))) for chunk in pooled.split(1024)])
-
-    def encode_images(self, images, desc: str = ""):
-        pooled = self.tower_cache.get(("image", *self.key, _content_key(images)), lambda: self._pool_images(images, desc))
-        return self._project(pooled, self.model.project_image)
-
-    def encode_texts(self, texts, desc: str = ""):
-        pooled = self.tower_cache.get(("text", *self.key, _content_key(texts)), lambda: self._pool_texts(texts, desc))
-        return self._project(pooled, self.model.project_text)
-
-
+# -- evaluation -----------------------------------------------------------------------------------------
 def _mean(values):
     values = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
     return float(np.mean(values)) if values else None
@@ -195,22 +140,25 @@ def summarize_eval(per_set: dict) -> dict:
 
 
 class Evaluator:
-    """The evaluation sets, loaded once, and the shared tower cache."""
+    """The evaluation sets, loaded once; each run's model goes through the one encoder and the library's
+    tasks. The towers are frozen in every run, so the encoder's tower cache (keyed by the tower weights,
+    preprocessing and inputs) serves every run: the towers run once per input set, each run only
+    applies its own heads."""
 
     def __init__(self, args: AblationArguments):
         self.bench_args = BenchmarkArguments(
-            models=["unused"], suite=args.suite, zero_shot_datasets=args.zero_shot_datasets, retrieval_datasets=args.retrieval_datasets,
+            suite=args.suite, zero_shot_datasets=args.zero_shot_datasets, retrieval_datasets=args.retrieval_datasets,
             split=args.split, max_examples=args.max_examples, data_cache_dir=args.data_cache_dir, interpretability=False,
             batch_size=args.batch_size, progress=False,
         )
         eval_sets = build_suite(args.suite, args.zero_shot_datasets, args.retrieval_datasets, args.split, args.data_cache_dir, args.max_examples)
         self.contexts = [SetContext(s, self.bench_args, references={}) for s in eval_sets]
-        self.tower_cache = TowerFeatureCache()
+        self.feature_cache_dir = args.feature_cache_dir
         self.progress = args.progress
 
     def __call__(self, model, processor, name: str) -> dict:
-        encoder = HeadsEncoder(model, processor, name, self.tower_cache, batch_size=self.bench_args.batch_size, device="cpu" if model.device.type == "cpu" else None,
-                               progress=self.progress)
+        encoder = SparseCLIPEncoder(model, processor, name=name, batch_size=self.bench_args.batch_size,
+                                    cache_dir=self.feature_cache_dir, progress=self.progress)
         return {c.eval_set.name: evaluate_on_set(encoder, c, None, self.bench_args) for c in self.contexts}
 
 
@@ -224,8 +172,6 @@ def _scalar_eval(per_set: dict) -> dict:
 
 def train_and_evaluate(spec: RunSpec, args: AblationArguments, evaluator: Evaluator) -> dict:
     """Train one run of the grid (or load its record), evaluate it, write its record."""
-    from training.train_sparse_clip import parse_args, train
-
     record_path = Path(args.output_dir) / "runs" / f"{spec.name}.json"
     common = {
         "num_train_epochs": args.num_train_epochs, "logging_steps": args.logging_steps, "logging_first_step": True,
@@ -266,8 +212,7 @@ def train_and_evaluate(spec: RunSpec, args: AblationArguments, evaluator: Evalua
         "summary": summarize_eval(per_set),
         "model_dir": str(output_dir),
     }
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record_path.write_text(json.dumps(record, indent=2))
+    atomic_write_text(record_path, json.dumps(record, indent=2))  # a killed run never leaves a half record to resume from
     return record
 
 
@@ -296,14 +241,14 @@ def inducer_specs(args: AblationArguments, relu_record: dict) -> list[RunSpec]:
 
 def _cap_spec(args: AblationArguments, cap: float, init: float, label: str, series: str) -> RunSpec:
     init = min(init, cap)
-    flags = {"projection_dim": args.study_width, "activation": "relu", "logit_scale_cap": cap, "logit_scale_init": init}
+    flags = {"projection_dim": args.study_width, "activation": "relu", "logit_scale_max": math.log(cap), "logit_scale_init_value": math.log(init)}
     return RunSpec(f"cap{cap:g}_init{init:g}_w{args.study_width}", flags, label, series)
 
 
 def free_cap_spec(args: AblationArguments, init: float) -> RunSpec:
     """The relu run of the width/inducer studies when the recipe's cap is `free_cap`."""
     spec = relu_spec(args)
-    if float(_recipe_value(args, "logit_scale_cap")) != args.free_cap:
+    if not math.isclose(_recipe_scale(args, "logit_scale_max"), args.free_cap, rel_tol=1e-9):
         spec = _cap_spec(args, args.free_cap, init, f"free (cap {args.free_cap:g})", "relative")
     return spec
 
@@ -325,7 +270,7 @@ def run_grid(args: AblationArguments) -> dict:
     if "width" in args.studies and not args.widths:
         raise ValueError("The width study needs --widths.")
     evaluator = Evaluator(args)
-    init = float(_recipe_value(args, "logit_scale_init"))
+    init = _recipe_scale(args, "logit_scale_init_value")
     runs: dict[str, dict] = {}
     studies: dict[str, list[str]] = {}
     # Known up front: the width runs, the relu and free runs; the others depend on earlier results

@@ -7,8 +7,10 @@ features per input out of `--width`; the default 108 / 16,384 = 0.66% is the pap
 feature frequencies following a power law (`--zipf`, like trained sparse features: a few common,
 many rare) and exponential magnitudes; reference embeddings are random `--reference_dim`-d vectors
 (1280 = EfficientNet-Lite0's pooled width). Cost depends on the counts, not on the values, so this
-measures the harness, not a model. Each size reports the full `evaluate` call (Arrow ingestion of
-the inputs + the math) and the math alone (`_compute`), in wall and process-CPU seconds, then the
+measures the evaluation library, not a model. Each size reports the full `evaluate` metric call
+(`load_metric(...).compute`: Arrow ingestion of the sparse rows, conversion, the math) and the math alone
+(the task function on `SparseEmbeddings`, `modeling_sparse_clip.evaluation.clarity.evaluate` /
+`modality.evaluate`: what the benchmark runner calls), in wall and process-CPU seconds, then the
 log-log slope of wall time against size (1.0 = linear).
 """
 
@@ -24,14 +26,15 @@ import numpy as np
 import torch
 from transformers import HfArgumentParser
 
-from .run import load_metric
+from modeling_sparse_clip.evaluation import clarity, load_metric, modality
+from modeling_sparse_clip.evaluation.metric_inputs import embeddings_from_rows
 
 
 @dataclass
 class ScalingArguments:
     sizes: list[int] = field(default_factory=lambda: [1000, 10000, 50000], metadata={"help": "Numbers of images."})
     width: int = field(default=16384, metadata={"help": "Number of features."})
-    l0: int = field(default=108, metadata={"help": "Target non-zero features per input (108/16384 = 0.66%, the paper's Sparse)."})
+    l0: int = field(default=108, metadata={"help": "Target non-zero features per input (108/16384 = 0.66 percent, the paper's Sparse)."})
     zipf: float = field(default=0.7, metadata={"help": "Feature frequency ~ 1 / rank^zipf."})
     reference_dim: int = field(default=1280, metadata={"help": "Width of the reference image embeddings."})
     seed: int = field(default=0)
@@ -65,16 +68,18 @@ def run(args: ScalingArguments) -> dict:
         image_indices, image_values = synthetic_rows(n, args.width, args.l0, args.zipf, rng)
         text_indices, text_values = synthetic_rows(n, args.width, args.l0, args.zipf, rng)
         reference = rng.normal(size=(n, args.reference_dim)).astype(np.float32)
-        clarity, modality = load_metric("clarity"), load_metric("modality_score")
-        clarity_kwargs = dict(active_indices=image_indices, active_values=image_values, reference_embeddings=reference, width=args.width)
-        modality_kwargs = dict(image_indices=image_indices, image_values=image_values, text_indices=text_indices, text_values=text_values, width=args.width)
-        clarity_math, clarity_result = timed(lambda: clarity._compute(**clarity_kwargs))
+        images = embeddings_from_rows(image_indices, image_values, args.width)
+        texts = embeddings_from_rows(text_indices, text_values, args.width)
+        clarity_metric, modality_metric = load_metric("clarity"), load_metric("modality_score")
+        clarity_math, clarity_result = timed(lambda: clarity.evaluate(images, reference))
         clarity_math_cpu = timed.cpu
-        clarity_full, _ = timed(lambda: clarity.compute(**clarity_kwargs))
+        clarity_full, _ = timed(lambda: clarity_metric.compute(active_indices=image_indices, active_values=image_values,
+                                                               reference_embeddings=reference, width=args.width))
         clarity_full_cpu = timed.cpu
-        modality_math, _ = timed(lambda: modality._compute(**modality_kwargs))
+        modality_math, _ = timed(lambda: modality.evaluate(images, texts))
         modality_math_cpu = timed.cpu
-        modality_full, _ = timed(lambda: modality.compute(**modality_kwargs))
+        modality_full, _ = timed(lambda: modality_metric.compute(image_indices=image_indices, image_values=image_values,
+                                                                 text_indices=text_indices, text_values=text_values, width=args.width))
         modality_full_cpu = timed.cpu
         row = {
             "images": n,

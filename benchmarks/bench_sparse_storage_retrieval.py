@@ -34,8 +34,9 @@ import scipy.sparse as sp
 import torch
 from transformers import HfArgumentParser
 
+from modeling_sparse_clip.constants import OPENCLIPART_PNG_DIR
 from modeling_sparse_clip.sparse_embeddings import SparseEmbeddings
-from modeling_sparse_clip.sparse_index import SparseIndex, exact_topk
+from modeling_sparse_clip.sparse_index import SparseIndex, exact_topk, merge_topk
 
 
 @dataclass
@@ -48,7 +49,7 @@ class StorageRetrievalArguments:
     dense_full_queries: int = field(default=32, metadata={"help": "queries for the dense full-width brute force and exactness"})
     k: int = 10
     model: str | None = field(default=None, metadata={"help": "a SparseCLIPModel folder: take L0, feature frequencies and values from it"})
-    images: str = field(default="/usr/share/openclipart/png", metadata={"help": "folder of real images for --model"})
+    images: str = field(default=str(OPENCLIPART_PNG_DIR), metadata={"help": "folder of real images for --model"})
     max_images: int = 2000
     seed: int = 0
     output: str = field(default="benchmarks/results/sparse_storage_retrieval.json")
@@ -71,16 +72,13 @@ def model_stats(path: str, images_dir: str, max_images: int) -> dict:
     """L0, per-feature frequency and the value distribution of a model's embeddings of real images."""
     from PIL import Image
 
-    from modeling_sparse_clip import SparseCLIPModel
-    from modeling_sparse_clip.sparse_embeddings import encode_images
-    from transformers import AutoProcessor
+    from modeling_sparse_clip.encoding import SparseCLIPEncoder, as_rgb
 
     files = sorted(p for p in Path(images_dir).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:max_images]
     if not files:
         raise FileNotFoundError(f"No images under {images_dir}: install apt openclipart-png or pass --images.")
-    model = SparseCLIPModel.from_pretrained(path).eval()
-    processor = AutoProcessor.from_pretrained(path)
-    emb = encode_images(model, processor, [Image.open(f).convert("RGB") for f in files], batch_size=64)
+    encoder = SparseCLIPEncoder.from_pretrained(path, batch_size=64)
+    emb = encoder.encode_images([as_rgb(Image.open(f)) for f in files], desc=Path(images_dir).name)
     csr = emb.to_scipy()
     freq = np.bincount(csr.indices, minlength=emb.width) / len(emb)
     return {"source": f"{path} on {len(files)} images from {images_dir}", "width": emb.width, "freq": freq,
@@ -135,8 +133,6 @@ def dense_full_bruteforce(chunks: list[sp.csr_matrix], queries: sp.csr_matrix, k
     best_s = np.full((q.shape[0], k), -np.inf)
     best_p = np.full((q.shape[0], k), -1, dtype=np.int64)
     timed, base = 0.0, 0
-    from modeling_sparse_clip.sparse_index import _merge_topk
-
     for chunk in chunks:
         for lo in range(0, chunk.shape[0], chunk_rows):
             block = torch.from_numpy(chunk[lo : lo + chunk_rows].toarray()).to(dtype)  # not timed
@@ -147,7 +143,7 @@ def dense_full_bruteforce(chunks: list[sp.csr_matrix], queries: sp.csr_matrix, k
             else:
                 top = scores.topk(min(k, block.shape[0]), dim=1)
                 s, p = top.values.double().numpy(), top.indices.numpy() + base
-            best_s, best_p = _merge_topk(best_s, best_p, s, p, k)
+            best_s, best_p = merge_topk(best_s, best_p, s, p, k)
             timed += time.perf_counter() - start
             base += block.shape[0]
     return best_s, best_p, timed

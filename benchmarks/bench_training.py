@@ -22,6 +22,7 @@ from transformers import HfArgumentParser
 
 @dataclass
 class Args:
+    recipe: str = field(default="embedded_sparse", metadata={"help": "training recipe (shipped name or path) whose towers and width are measured"})
     pairs: int = field(default=256, metadata={"help": "real corpus pairs used for the throughput runs"})
     batch_size: int = field(default=64)
     steps: int = field(default=4, metadata={"help": "timed optimiser steps per configuration"})
@@ -40,6 +41,7 @@ def _throughput(model, batches, steps: int) -> float:
         optimizer.zero_grad(set_to_none=True)
         model(**batch, return_loss=True).loss.backward()
         optimizer.step()
+        model.clamp_logit_scale_()  # what SparseCLIPTrainer does after every optimiser step
 
     step(batches[0])  # warm-up
     started = time.perf_counter()
@@ -48,28 +50,48 @@ def _throughput(model, batches, steps: int) -> float:
     return steps * batches[0][next(iter(batches[0]))].shape[0] / (time.perf_counter() - started)
 
 
-def throughput(args: Args) -> dict:
+def _head_names(head: str, width: int) -> tuple[str, str]:
+    return f"{head} head ({width}), through frozen towers", f"{head} head ({width}), cached tower features"
+
+
+def _ratios(rates: dict, relu: tuple[str, str], dense: tuple[str, str]) -> dict:
+    (relu_towers, relu_cached), (dense_towers, dense_cached) = relu, dense
+    return {
+        "cached / through towers (wide relu)": rates[relu_cached] / rates[relu_towers],
+        "wide relu / dense head, through towers": rates[relu_towers] / rates[dense_towers],
+        "wide relu / dense head, cached": rates[relu_cached] / rates[dense_cached],
+    }
+
+
+def throughput(args: Args) -> tuple[dict, dict]:
+    """pairs/s of each head through the towers and on cached tower features, and their ratios."""
     from modeling_sparse_clip import SparseCLIPModel
     from modeling_sparse_clip.data import build_corpus
-    from modeling_sparse_clip.pretrained_towers import embedded_processor, load_efficientnet_lite0_tower, load_minilm_tower
-    from training.pair_datasets import CachedPairDataset, ImageTextCollator, PairDataset
-    from training.tower_cache import encode_tower_features
-    from training.train_sparse_clip import _set_trainable
+    from modeling_sparse_clip.training import (
+        CachedPairDataset, ImageTextCollator, PairDataset, encode_tower_features, parse_args, set_trainable,
+    )
+    from modeling_sparse_clip.training.model_setup import default_processor, load_tower
 
-    config = json.loads((Path(__file__).parents[1] / "training/configs/embedded_sparse.json").read_text())
-    processor = embedded_processor(image_size=config["image_size"], max_length=config["max_text_length"])
-    corpus = build_corpus(max_per_source=config["max_per_source"])["train"].shuffle(seed=0).select(range(args.pairs))
-    vision, text = load_efficientnet_lite0_tower(), load_minilm_tower()
-    results = {}
-    for head, width, activation in (("wide relu", config["projection_dim"], "relu"), ("dense", 512, "none")):
+    # the embedded recipe as the training command reads it (towers, preprocessing, width, pooling, corpus cap)
+    model_args, data_args, _ = parse_args([args.recipe, "--output_dir", "unused"])
+    processor = default_processor(model_args)
+    corpus = build_corpus(cache_dir=data_args.data_cache_dir, max_per_source=data_args.max_per_source)["train"]
+    corpus = corpus.shuffle(seed=0).select(range(args.pairs))
+    vision, text = load_tower(model_args.vision_tower), load_tower(model_args.text_tower)
+    results, names = {}, []
+    # the recipe's wide relu head against a dense CLIP-width head, on the same towers and batches
+    for head, width, activation in (("wide relu", model_args.projection_dim, "relu"), ("dense", 512, "none")):
         torch.manual_seed(0)
-        model = SparseCLIPModel.from_towers(vision=vision, text=text, projection_dim=width, activation=activation, text_pooling="mean")
-        _set_trainable(model.vision_model, "none", "vision")
-        _set_trainable(model.text_model, "none", "text")
-        collate = ImageTextCollator(processor, config["max_text_length"])
+        model = SparseCLIPModel.from_towers(vision=vision, text=text, projection_dim=width, activation=activation,
+                                            text_pooling=model_args.text_pooling, vision_pooling=model_args.vision_pooling)
+        set_trainable(model.vision_model, "none", "vision")
+        set_trainable(model.text_model, "none", "text")
+        collate = ImageTextCollator(processor, model_args.max_text_length)
         pairs = PairDataset(corpus)
         raw = [collate([pairs[i] for i in range(s, s + args.batch_size)]) for s in range(0, args.pairs, args.batch_size)]
-        results[f"{head} head ({width}), through frozen towers"] = _throughput(model, raw, args.steps)
+        through_towers, cached_name = _head_names(head, width)
+        names.append((through_towers, cached_name))
+        results[through_towers] = _throughput(model, raw, args.steps)
         started = time.perf_counter()
         features = encode_tower_features(model, processor, corpus, batch_size=args.batch_size, desc="bench")
         cache_seconds = time.perf_counter() - started
@@ -78,9 +100,9 @@ def throughput(args: Args) -> dict:
             {k: torch.stack([cached[i][k] for i in range(s, s + args.batch_size)]) for k in ("image_tower_embeds", "text_tower_embeds")}
             for s in range(0, args.pairs, args.batch_size)
         ]
-        results[f"{head} head ({width}), cached tower features"] = _throughput(model, batches, args.steps * 25)
+        results[cached_name] = _throughput(model, batches, args.steps * 25)
         results[f"one-off cost of caching {args.pairs} pairs (pairs/s)"] = args.pairs / cache_seconds
-    return results
+    return results, _ratios(results, *names)
 
 
 MEMORY_CHILD = """
@@ -110,20 +132,13 @@ def loss_memory(args: Args) -> dict:
     return results
 
 
-def main():
-    (args,) = HfArgumentParser(Args).parse_args_into_dataclasses()
+def main(argv: list[str] | None = None):
+    (args,) = HfArgumentParser(Args).parse_args_into_dataclasses(args=argv)
     report = {"cpu_threads": torch.get_num_threads()}
-    report["throughput_pairs_per_s"] = throughput(args)
-    print(f"\nTraining throughput, embedded recipe ({torch.get_num_threads()} CPU threads, batch {args.batch_size})")
+    report["throughput_pairs_per_s"], report["ratios"] = throughput(args)
+    print(f"\nTraining throughput, {args.recipe} recipe ({torch.get_num_threads()} CPU threads, batch {args.batch_size})")
     for name, value in report["throughput_pairs_per_s"].items():
         print(f"  {name:60s} {value:10.1f}")
-    t = report["throughput_pairs_per_s"]
-    keys = list(t)
-    report["ratios"] = {
-        "cached / through towers (wide relu)": t[keys[1]] / t[keys[0]],
-        "wide relu / dense head, through towers": t[keys[0]] / t[keys[3]],
-        "wide relu / dense head, cached": t[keys[1]] / t[keys[4]],
-    }
     for name, value in report["ratios"].items():
         print(f"  ratio {name:54s} {value:10.2f}")
     if not args.skip_memory:

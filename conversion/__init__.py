@@ -1,11 +1,3 @@
-"""Converters from dense CLIP checkpoints (OpenCLIP, MetaCLIP, OpenAI, transformers) to SparseCLIP.
-
-- `convert_open_clip_to_sparse_clip`: OpenCLIP / MetaCLIP / OpenAI-layout state dicts and
-  `open_clip_config.json` folders.
-- `convert_clip_to_sparse_clip`: transformers `CLIPModel` folders or Hub ids.
-
-Shared pieces: `checkpoint_io` (loading, key checks), `key_maps` (explicit key maps),
-`clip_processing` (CLIP BPE tokenizer, OpenCLIP-matching image processor), `sparse_head`
-(the `--sparsify` head initialisation), `verify` (parity on real images and captions) and
-`common` (arguments, assembling, saving and publishing the model).
-"""
+"""Command-line converters and the publisher, as thin clients of the library (`modeling_sparse_clip.conversion`,
+`modeling_sparse_clip.publishing`). Installed as `sparse-clip-convert-open-clip`, `sparse-clip-convert-clip`
+and `sparse-clip-publish`; from a checkout also `python -m conversion.<script>`."""

@@ -32,7 +32,7 @@ def _update(digest, part: Any) -> None:
     if isinstance(part, torch.Tensor):
         array = part.detach().cpu().contiguous()
         digest.update(f"tensor{tuple(array.shape)}{array.dtype}".encode())
-        digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+        digest.update(array.reshape(-1).view(torch.uint8).numpy().tobytes() if array.numel() else b"")  # 0-d too
     elif isinstance(part, np.ndarray):
         digest.update(f"array{part.shape}{part.dtype}".encode())
         digest.update(np.ascontiguousarray(part).tobytes())
@@ -48,7 +48,10 @@ def _update(digest, part: Any) -> None:
     elif hasattr(part, "_fingerprint") and hasattr(part, "__len__"):  # a datasets.Dataset
         digest.update(f"dataset:{part._fingerprint}:{len(part)}".encode())
     elif hasattr(part, "backend_tokenizer"):  # a fast tokenizer: its whole vocabulary and settings
-        digest.update(part.backend_tokenizer.to_str().encode())
+        # without the padding/truncation state a call leaves behind (the caller hashes its own lengths)
+        state = json.loads(part.backend_tokenizer.to_str())
+        state["padding"] = state["truncation"] = None
+        digest.update(json.dumps(state, sort_keys=True).encode())
         digest.update(f"|{part.model_max_length}|{part.padding_side}".encode())
     elif hasattr(part, "to_json_string"):  # image processors, configs
         digest.update(part.to_json_string().encode())

@@ -38,6 +38,8 @@ from typing import Any, Iterable
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .atomic import atomic_file
+
 PAPER_URL = "https://arxiv.org/abs/2601.20075"
 BASE_TAGS = ["sparse-clip", "clip", "interpretability", "sparse-embeddings", "zero-shot-image-classification", "custom_code"]
 TRAINING_CONFIG_NAMES = ("training_config.json", "training_config.yaml", "training_config.yml", "train_config.json", "train_config.yaml", "train_config.yml")
@@ -442,9 +444,11 @@ def _card_body(config, name, repo_ref, facts, eval_rows, l0_rows, training, base
 
 
 def write_model_card(folder: str | os.PathLike, **kwargs) -> Path:
-    """Build the card of `folder` and write it to `folder/README.md`."""
+    """Build the card of `folder` and write it to `folder/README.md` (whole or not at all)."""
     path = Path(folder) / "README.md"
-    build_model_card(folder, **kwargs).save(path)
+    card = build_model_card(folder, **kwargs)
+    with atomic_file(path) as tmp:
+        card.save(tmp)
     return path
 
 

@@ -11,14 +11,17 @@ Gao et al. 2024), trained on the dense model's image AND text embeddings togethe
   loss = mean ||x' - x^||^2 / d  (+ l1_coefficient * mean ||z||_1 for the ReLU+L1 kind)
 
 `z` are the SAE's features ("codes"): the harness measures L0, Clarity and modality on them, and
-zero-shot accuracy through the reconstructions `x^`.
+zero-shot accuracy through the reconstructions `x^` (`modeling_sparse_clip.evaluation.sae_reading`).
+`train_sae_baseline` embeds a dataset with the dense model and trains one (`sparse-clip-train-sae`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -26,6 +29,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
+
+from .atomic import atomic_file, atomic_write_text
+from .constants import DATA_CACHE_DIR
+
+logger = logging.getLogger(__name__)
 
 SAE_KINDS = ("topk", "relu_l1")
 CONFIG_NAME = "sae_config.json"
@@ -108,16 +116,15 @@ class SparseAutoencoder(nn.Module):
 
     # -- persistence: safetensors + json, like a Hub folder ------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        os.makedirs(directory, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, os.path.join(directory, WEIGHTS_NAME))
-        with open(os.path.join(directory, CONFIG_NAME), "w") as f:
-            json.dump(asdict(self.config), f, indent=2)
+        with atomic_file(os.path.join(directory, WEIGHTS_NAME)) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp))
+        atomic_write_text(os.path.join(directory, CONFIG_NAME), json.dumps(asdict(self.config), indent=2))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "SparseAutoencoder":
         config_path = os.path.join(directory, CONFIG_NAME)
         if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"{directory} holds no {CONFIG_NAME}; train one with `python -m benchmarks.train_sae_baseline`.")
+            raise FileNotFoundError(f"{directory} holds no {CONFIG_NAME}; train one with `sparse-clip-train-sae`.")
         with open(config_path) as f:
             sae = cls(SAEConfig(**json.load(f)))
         sae.load_state_dict(load_file(os.path.join(directory, WEIGHTS_NAME)))
@@ -169,4 +176,88 @@ def reconstruction_error(sae: SparseAutoencoder, embeddings: torch.Tensor) -> fl
     return (reconstruction - sae.prepare(embeddings)).pow(2).mean().item()
 
 
-__all__ = ["SAEConfig", "SparseAutoencoder", "train_sae", "reconstruction_error", "SAE_KINDS"]
+def load_sae_training_pairs(dataset: str = "embedded", split: str = "train", image_column: str = "image", text_column: str = "text",
+                            max_examples: int | None = None, data_cache_dir: str | os.PathLike = DATA_CACHE_DIR, seed: int = 0):
+    """Images and captions (lists) to train an SAE on: the embedded corpus's `split` (never the held-out
+    sets) or any image-text dataset the data package loads; at most `max_examples` rows (seeded)."""
+    if dataset == "embedded":
+        from .data import build_corpus
+
+        rows = build_corpus(data_cache_dir)[split]
+    else:
+        from .data import load_image_text_dataset
+
+        rows = load_image_text_dataset(dataset, image_column=image_column, text_column=text_column, split=split)
+    rows = rows.select_columns(["image", "text"])
+    if max_examples and max_examples < len(rows):
+        rows = rows.shuffle(seed=seed).select(range(max_examples))
+    return rows
+
+
+def train_sae_baseline(
+    dense_model: str,
+    width: int,
+    output_dir: str | os.PathLike,
+    kind: str = "topk",
+    k: int = 32,
+    l1_coefficient: float = 1e-3,
+    dataset: str = "embedded",
+    split: str = "train",
+    image_column: str = "image",
+    text_column: str = "text",
+    max_examples: int | None = None,
+    data_cache_dir: str | os.PathLike = DATA_CACHE_DIR,
+    epochs: int = 50,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    encode_batch_size: int = 64,
+    device: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """The paper's "dense model + post-hoc SAE" baseline: embed the training pairs' images AND captions
+    with `dense_model` (the one encoder), train a `kind` SAE of `width` features on them, save it to
+    `output_dir` (sae.safetensors + sae_config.json naming the dense model, + training_report.json)
+    and return the training report."""
+    arguments = dict(locals())  # recorded in the report
+    from .encoding import SparseCLIPEncoder
+    from .evaluation.suites import ImageColumn
+
+    started = time.time()
+    pairs = load_sae_training_pairs(dataset, split, image_column, text_column, max_examples, data_cache_dir, seed)
+    encoder = SparseCLIPEncoder.from_pretrained(dense_model, batch_size=encode_batch_size, progress=progress,
+                                                device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if encoder.model.config.activation != "none":
+        logger.warning("%s has activation=%r; post-hoc SAEs are meant for dense models.", dense_model, encoder.model.config.activation)
+    images = encoder.encode_images(ImageColumn(pairs), desc="SAE training").to_dense()
+    captions = [c for row in pairs["text"] for c in (row if isinstance(row, list) else [row])]
+    texts = encoder.encode_texts(captions, desc="SAE training").to_dense()
+    embeddings = torch.cat([images, texts])
+    config = SAEConfig(input_dim=embeddings.shape[1], width=width, kind=kind, k=k if kind == "topk" else None,
+                       l1_coefficient=l1_coefficient, dense_model=os.path.abspath(dense_model))
+    torch.manual_seed(seed)
+    sae = SparseAutoencoder(config)
+    error_before = reconstruction_error(sae, embeddings)
+    history = train_sae(sae, embeddings, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress)
+    with torch.no_grad():
+        codes = sae.encode(embeddings)
+    error_after = reconstruction_error(sae, embeddings)
+    report = {
+        "num_images": len(images),
+        "num_texts": len(texts),
+        "mse_before": error_before,
+        "mse_after": error_after,
+        # Fraction of the unit embeddings' variance the SAE explains.
+        "explained_variance": 1 - error_after / SparseAutoencoder.prepare(embeddings).var(0).mean().item(),
+        "l0_mean": (codes > 0).sum(-1).float().mean().item(),
+        "dead_features": int(((codes > 0).sum(0) == 0).sum()),
+        "seconds": round(time.time() - started, 1),
+        "history": history,
+        "arguments": {key: str(value) if isinstance(value, os.PathLike) else value for key, value in arguments.items()},
+    }
+    sae.save_pretrained(output_dir)
+    atomic_write_text(os.path.join(output_dir, "training_report.json"), json.dumps(report, indent=2))
+    return report
+
+
+__all__ = ["SAEConfig", "SparseAutoencoder", "train_sae", "reconstruction_error", "train_sae_baseline", "load_sae_training_pairs", "SAE_KINDS"]

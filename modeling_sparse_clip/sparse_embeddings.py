@@ -1,4 +1,4 @@
-"""Sparse embedding batches: CSR storage, conversions, files, and encoding helpers.
+"""Sparse embedding batches: CSR storage, conversions and files (the package's one sparse type).
 
 A Sparse CLIP embedding has ~0.5-2% non-zero dimensions, so a batch is stored as CSR:
 `indptr` (int64, n+1), `indices` (int32 column ids, sorted within each row), `values`
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -291,56 +291,13 @@ def _flatten_list_column(column) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(offsets), flat
 
 
-# ----------------------------------------------------------------------------------------------
-# Encoding helpers
-# ----------------------------------------------------------------------------------------------
-def _batches(items: Sequence, batch_size: int) -> Iterable[Sequence]:
-    for start in range(0, len(items), batch_size):
-        yield items[start : start + batch_size]
+def normalize_rows(embeddings: SparseEmbeddings) -> SparseEmbeddings:
+    """Each row divided by its L2 norm (float32; all-zero rows stay zero): cosine-ready embeddings."""
+    values = embeddings.values.float()
+    rows = torch.repeat_interleave(torch.arange(len(embeddings)), embeddings.row_nnz())
+    norms = torch.zeros(len(embeddings), dtype=torch.float64).index_add_(0, rows, values.double() ** 2).sqrt()
+    norms[norms == 0] = 1.0
+    return SparseEmbeddings(embeddings.indptr, embeddings.indices, (values.double() / norms[rows]).float(), embeddings.width)
 
 
-def _features(output) -> torch.Tensor:
-    # transformers 5 returns a model output whose pooler_output holds the projected features.
-    return output.pooler_output if hasattr(output, "pooler_output") else output
-
-
-@torch.inference_mode()
-def encode_images(model, processor, images: Sequence, batch_size: int = 32, dtype: torch.dtype = torch.float32,
-                  progress: bool = True) -> SparseEmbeddings:
-    """Embed PIL images (or arrays) with `model.get_image_features(...).pooler_output`, keeping the
-    non-zeros. Works for any SparseCLIPModel (and any model with `get_image_features`; a dense one
-    simply gives ~100% density)."""
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1.")
-    device = next(model.parameters()).device
-    out = []
-    for batch in tqdm(list(_batches(images, batch_size)), desc="encode images", disable=not progress):
-        pixel_values = processor(images=list(batch), return_tensors="pt")["pixel_values"].to(device)
-        out.append(SparseEmbeddings.from_dense(_features(model.get_image_features(pixel_values=pixel_values)), dtype))
-    return SparseEmbeddings.concat(out) if out else SparseEmbeddings.from_dense(torch.zeros(0, _width(model)), dtype)
-
-
-@torch.inference_mode()
-def encode_texts(model, processor, texts: Sequence[str], batch_size: int = 256, dtype: torch.dtype = torch.float32,
-                 progress: bool = True, max_length: int | None = None) -> SparseEmbeddings:
-    """Embed strings with `model.get_text_features(...).pooler_output` (padded, truncated batches)."""
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1.")
-    device = next(model.parameters()).device
-    out = []
-    for batch in tqdm(list(_batches(list(texts), batch_size)), desc="encode texts", disable=not progress):
-        tokens = processor(text=list(batch), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        inputs = {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        out.append(SparseEmbeddings.from_dense(_features(model.get_text_features(**inputs)), dtype))
-    return SparseEmbeddings.concat(out) if out else SparseEmbeddings.from_dense(torch.zeros(0, _width(model)), dtype)
-
-
-def _width(model) -> int:
-    return int(getattr(model.config, "projection_dim", 0) or 0)
-
-
-__all__ = ["SparseEmbeddings", "encode_images", "encode_texts", "VALUE_DTYPES"]
+__all__ = ["SparseEmbeddings", "VALUE_DTYPES", "normalize_rows"]

@@ -1,6 +1,7 @@
 """A sparse all-gather with gradients for the global-batch contrastive loss.
 
-Drop-in for `modeling_sparse_clip.all_gather_with_grad` (`model.gather_fn = sparse_all_gather_with_grad`):
+Drop-in for `modeling_sparse_clip.modeling_sparse_clip.all_gather_with_grad`, passed where the loss runs
+(`model(..., return_loss=True, gather_fn=sparse_all_gather_with_grad)`; the trainer's `--sparse_gather`):
 each rank sends only the non-zeros of its (local_batch, width) embeddings: their flat positions
 (int32 when local_batch * width < 2**31, else int64) and values, padded to the largest rank's count,
 after one tiny all_gather of the counts. Every rank rebuilds the same dense global matrix the dense

@@ -57,7 +57,10 @@ def exact_topk(scores: np.ndarray | torch.Tensor, k: int, positions: np.ndarray 
     return out_scores, out_pos
 
 
-def _merge_topk(best_scores, best_pos, new_scores, new_pos, k):
+def merge_topk(best_scores: np.ndarray, best_pos: np.ndarray, new_scores: np.ndarray, new_pos: np.ndarray,
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two per-row top-k lists (e.g. of two blocks of items) into one, under `exact_topk`'s
+    rule (score desc, then position asc; position -1 marks an empty slot and loses every tie)."""
     scores = np.concatenate([best_scores, new_scores], axis=1)
     pos = np.concatenate([best_pos, new_pos], axis=1)
     out_s, out_p = np.empty((scores.shape[0], k)), np.empty((scores.shape[0], k), dtype=np.int64)
@@ -262,7 +265,7 @@ class SparseIndex:
             if cosine:
                 block *= seg.inv_norms[None, :]
             s, p = exact_topk(block, k, positions=np.arange(seg.start, seg.start + seg.n))
-            best_s, best_p = _merge_topk(best_s, best_p, s, p, k)
+            best_s, best_p = merge_topk(best_s, best_p, s, p, k)
         return best_s, best_p
 
     # -- files --------------------------------------------------------------------------------------
@@ -309,4 +312,4 @@ class SparseIndex:
         return index
 
 
-__all__ = ["SparseIndex", "SearchResult", "exact_topk", "METRICS", "BACKENDS"]
+__all__ = ["SparseIndex", "SearchResult", "exact_topk", "merge_topk", "METRICS", "BACKENDS"]

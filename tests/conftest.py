@@ -42,17 +42,16 @@ def tiny_batch():
     }
 
 
-NOTO_EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
-
-
 def render_emoji_pairs(n: int = 48):
     """(image, caption) pairs: real Noto Color Emoji glyphs with their CLDR names (`emoji` package)."""
     import emoji
     from PIL import Image, ImageDraw, ImageFont
 
-    if not os.path.exists(NOTO_EMOJI_FONT):
+    from modeling_sparse_clip.constants import EMOJI_FONT, EMOJI_FONT_SIZE
+
+    if not EMOJI_FONT.exists():
         pytest.skip("Noto Color Emoji not installed: apt-get install fonts-noto-color-emoji (or `make sources`)")
-    font = ImageFont.truetype(NOTO_EMOJI_FONT, 109)
+    font = ImageFont.truetype(str(EMOJI_FONT), EMOJI_FONT_SIZE)
     singles = [ch for ch, data in emoji.EMOJI_DATA.items() if len(ch) == 1 and data.get("status") == emoji.STATUS["fully_qualified"]]
     pairs = []
     for ch in singles[:n]:
@@ -83,7 +82,7 @@ def tiny_towers_dir(tmp_path_factory):
     import torch
     from transformers import CLIPTextModel, CLIPVisionModel
 
-    from conversion.clip_processing import build_clip_processor
+    from modeling_sparse_clip.conversion.clip_processing import build_clip_processor
 
     folder = tmp_path_factory.mktemp("towers")
     text, vision = tiny_clip_configs(vocab=49408)
@@ -108,10 +107,9 @@ def trained_embedded_model() -> str:
     if os.path.exists(os.path.join(EMBEDDED_MODEL, "model.safetensors")):
         return EMBEDDED_MODEL
     if not os.path.exists(os.path.join(CI_EMBEDDED_MODEL, "model.safetensors")):
-        from training.train_sparse_clip import parse_args, train
+        from modeling_sparse_clip.training import parse_args, train
 
-        recipe = os.path.join(REPO_ROOT, "training", "configs", "embedded_sparse.json")
-        train(*parse_args([recipe, "--output_dir", CI_EMBEDDED_MODEL, "--evolution_fractions", "", "--report_to", "none",
+        train(*parse_args(["embedded_sparse", "--output_dir", CI_EMBEDDED_MODEL, "--evolution_fractions", "", "--report_to", "none",
                            "--data_cache_dir", os.path.join(REPO_ROOT, ".cache", "data")]))
     return CI_EMBEDDED_MODEL
 

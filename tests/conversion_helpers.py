@@ -6,7 +6,7 @@ import os
 import torch
 from safetensors.torch import save_file
 
-from conversion.verify import real_images_and_captions
+from modeling_sparse_clip.conversion.verify import real_images_and_captions
 
 
 @torch.no_grad()

@@ -13,9 +13,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from modeling_sparse_clip.constants import EMOJI_FONT, EMOJI_FONT_SIZE
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_MODEL = Path(os.environ.get("SPARSE_CLIP_EMBEDDED_MODEL", REPO_ROOT / "outputs" / "embedded" / "sparse"))
-NOTO_EMOJI = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 
 
 def build_fresh_head_model(folder: Path, projection_dim: int = 512, seed: int = 0) -> Path:
@@ -48,7 +49,7 @@ def render_emoji(chars):
     """Noto Color Emoji glyphs as 136x128 RGB images on white (see ASSETS.md)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    font = ImageFont.truetype(str(NOTO_EMOJI), 109)
+    font = ImageFont.truetype(str(EMOJI_FONT), EMOJI_FONT_SIZE)
     images = []
     for ch in chars:
         image = Image.new("RGB", (136, 128), "white")

@@ -1,16 +1,17 @@
 """The ablation grid runner end to end on tiny towers and a real emoji image-text dataset."""
 
 import json
+import math
 
 import pytest
 
 
 def _recipe(tmp_path, towers, data) -> str:
-    """A tiny training recipe in the same form as training/configs/embedded_sparse.json."""
+    """A tiny training recipe in the same form as the shipped embedded_sparse recipe."""
     recipe = {
         "vision_tower": str(towers / "vision"), "text_tower": str(towers / "text"), "processor_name_or_path": str(towers / "processor"),
         "image_size": 32, "max_text_length": 32, "projection_dim": 64, "activation": "relu",
-        "logit_scale_init": 10.0, "logit_scale_cap": 100.0, "vision_trainable": "none", "text_trainable": "none",
+        "logit_scale_init_value": math.log(10.0), "logit_scale_max": math.log(100.0), "vision_trainable": "none", "text_trainable": "none",
         "cache_tower_features": True, "dataset": data, "data_cache_dir": str(tmp_path / "data_cache"),
         "per_device_train_batch_size": 16, "learning_rate": 1e-3, "warmup_steps": 0, "seed": 0, "use_cpu": True,
         "dataloader_num_workers": 0, "report_to": ["none"],
@@ -26,7 +27,7 @@ def _args(tmp_path, towers, data, **extra):
     values = dict(
         base_config=_recipe(tmp_path, towers, data), widths=[16, 64], study_width=64, num_train_epochs=2, logging_steps=1,
         learning_rate=3e-2, l1_coefficient=1e-2, cap_fractions=[0.5], fixed_caps=[5.0], suite="none", retrieval_datasets=[data],
-        output_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"), progress=False,
+        output_dir=str(tmp_path / "results"), runs_dir=str(tmp_path / "runs"), feature_cache_dir=str(tmp_path / "features"), progress=False,
     )
     values.update(extra)
     return AblationArguments(**values)
@@ -36,8 +37,9 @@ def _args(tmp_path, towers, data, **extra):
 def test_grid_trains_evaluates_plots_and_resumes(tiny_towers_dir, emoji_dataset_dir, tmp_path, monkeypatch):
     from PIL import Image
 
+    import benchmarks.ablations as ablations
     from benchmarks.ablations import run_grid
-    from benchmarks.run import BenchmarkArguments, run
+    from modeling_sparse_clip.evaluation.runner import BenchmarkArguments, run
 
     args = _args(tmp_path, tiny_towers_dir, emoji_dataset_dir)
     report = run_grid(args)
@@ -85,7 +87,7 @@ def test_grid_trains_evaluates_plots_and_resumes(tiny_towers_dir, emoji_dataset_
         assert f"| {record['name']} | {record['width']} |" in table
         assert f"{100 * record['summary']['retrieval_R@1']:.1f}" in table
 
-    # The shared-tower evaluation equals the benchmark harness on the saved model folder.
+    # The shared-tower evaluation equals the evaluation runner on the saved model folder.
     reference = run(BenchmarkArguments(models=[f"m={runs['width64_relu']['model_dir']}"], suite="none", retrieval_datasets=[emoji_dataset_dir],
                                        interpretability=False, progress=False, output_dir=str(tmp_path / "bench")))
     (set_name, expected), = reference["models"]["m"].items()
@@ -94,12 +96,10 @@ def test_grid_trains_evaluates_plots_and_resumes(tiny_towers_dir, emoji_dataset_
         assert got[key] == pytest.approx(expected[key], abs=1e-6), key
 
     # Resumable: a second call retrains nothing and writes the same records.
-    import training.train_sparse_clip as training_module
-
     def no_training(*a, **k):
         raise AssertionError("a finished run was retrained")
 
-    monkeypatch.setattr(training_module, "train", no_training)
+    monkeypatch.setattr(ablations, "train", no_training)
     again = run_grid(args)
     assert again["runs"] == runs
 
@@ -129,16 +129,17 @@ def test_bad_arguments_say_what_to_do(tmp_path):
 
 
 def test_shared_tower_evaluation_equals_the_harness(tiny_towers_dir, emoji_dataset_dir, tmp_path):
-    """The grid's evaluation (towers once, each run's heads on top) gives the harness's numbers, for relu and topk."""
+    """The grid's evaluation (towers once, each run's heads on top) gives the runner's numbers, for relu and topk."""
     from transformers import AutoModel, AutoProcessor
 
     from benchmarks.ablations import AblationArguments, Evaluator
-    from benchmarks.run import BenchmarkArguments, run
     from modeling_sparse_clip import SparseCLIPModel
+    from modeling_sparse_clip.evaluation.runner import BenchmarkArguments, run
 
-    evaluator = Evaluator(AblationArguments(suite="none", retrieval_datasets=[emoji_dataset_dir], progress=False))
-    processor = AutoProcessor.from_pretrained(tiny_towers_dir / "processor")
+    cache = tmp_path / "features"
+    evaluator = Evaluator(AblationArguments(suite="none", retrieval_datasets=[emoji_dataset_dir], feature_cache_dir=str(cache), progress=False))
     for activation, k in (("relu", None), ("topk", 5)):
+        processor = AutoProcessor.from_pretrained(tiny_towers_dir / "processor")  # each run of the grid has its own
         model = SparseCLIPModel.from_towers(vision=AutoModel.from_pretrained(tiny_towers_dir / "vision"),
                                             text=AutoModel.from_pretrained(tiny_towers_dir / "text"),
                                             projection_dim=48, activation=activation, topk_k=k)
@@ -152,7 +153,7 @@ def test_shared_tower_evaluation_equals_the_harness(tiny_towers_dir, emoji_datas
         for set_name in got:
             for key in ("image_to_text_R@1", "text_to_image_R@5", "image_l0_mean", "text_l0_mean", "image_active_features_percent"):
                 assert got[set_name][key] == pytest.approx(expected[set_name][key], abs=1e-6), key
-    # One tower pass per input set served both models (the heads differ, the towers do not).
-    assert len(evaluator.tower_cache.features) == 2
+    # One tower pass per input (the set's images, its captions) served both models: the heads differ, the towers do not.
+    assert sorted(p.name.split("_")[1] for p in cache.glob("pooled_*.safetensors")) == ["image", "text"]
     if k:
         assert got[set_name]["image_l0_mean"] == k

@@ -9,20 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conversion.checkpoint_io import CheckpointKeyError
-from conversion.clip_processing import build_clip_processor, build_clip_tokenizer, build_image_processor
-from conversion.common import SparseCLIPTargetArguments
-from conversion.convert_clip_to_sparse_clip import convert_clip
-from conversion.convert_clip_to_sparse_clip import main as clip_main
-from conversion.convert_open_clip_to_sparse_clip import (
-    OpenCLIPSourceArguments,
-    _crop_offsets_disagree,
-    convert_open_clip,
-    read_open_clip_source,
-)
-from conversion.convert_open_clip_to_sparse_clip import main as open_clip_main
-from conversion.verify import ranking_agreement, real_images_and_captions
 from modeling_sparse_clip import SparseCLIPModel
+from modeling_sparse_clip.cli.convert_clip import main as clip_main
+from modeling_sparse_clip.cli.convert_clip import run as clip_cli
+from modeling_sparse_clip.cli.convert_open_clip import main as open_clip_main
+from modeling_sparse_clip.cli.convert_open_clip import run as open_clip_cli
+from modeling_sparse_clip.conversion.assemble import ConversionOptions
+from modeling_sparse_clip.conversion.checkpoint_io import CheckpointKeyError
+from modeling_sparse_clip.conversion.clip_processing import build_clip_processor, build_clip_tokenizer, build_image_processor
+from modeling_sparse_clip.conversion.open_clip import _crop_offsets_disagree, convert_open_clip, read_open_clip_source
+from modeling_sparse_clip.conversion.transformers_clip import convert_clip
+from modeling_sparse_clip.conversion.verify import ranking_agreement, real_images_and_captions
 from tests.conversion_helpers import open_clip_features, open_clip_inputs, randomise, write_open_clip_folder
 
 open_clip = pytest.importorskip("open_clip")
@@ -51,19 +48,15 @@ CAPTIONS_FOR_TOKENS = [
 ]
 
 
-def _target(tmp_path, name="out", **kw):
-    return SparseCLIPTargetArguments(output_dir=str(tmp_path / name), **kw)
-
-
 def _tiny_open_clip(cfg, seed=0, **kw):
     torch.manual_seed(seed)
     return randomise(open_clip.model.CLIP(**cfg, **kw), seed)
 
 
-def _convert_folder(tmp_path, model, cfg, **target_kw):
+def _convert_folder(tmp_path, model, cfg, **options):
     folder = write_open_clip_folder(model, cfg, str(tmp_path / "src"), PREPROCESS_32)
-    source = read_open_clip_source(OpenCLIPSourceArguments(checkpoint=folder))
-    converted, processor = convert_open_clip(source, _target(tmp_path, **target_kw))
+    source = read_open_clip_source(folder)
+    converted, processor = convert_open_clip(source, ConversionOptions(**options))
     return source, converted, processor
 
 
@@ -145,7 +138,7 @@ def test_open_clip_folder_dense_parity_and_cli_verify(tmp_path, capsys):
     model = _tiny_open_clip(TINY_CFG)
     folder = write_open_clip_folder(model, TINY_CFG, str(tmp_path / "src"), PREPROCESS_32)
     out = tmp_path / "out"
-    open_clip_main(["--checkpoint", folder, "--output_dir", str(out), "--verify", "--verify_tolerance", "1e-5"])
+    open_clip_cli(["--checkpoint", folder, "--output_dir", str(out), "--verify", "--verify_tolerance", "1e-5"])
     printed = capsys.readouterr().out
     assert "SparseCLIP (none) vs OpenCLIP" in printed and "token ids differing (before pad) 0" in printed
     for f in ("config.json", "model.safetensors", "modeling_sparse_clip.py", "configuration_sparse_clip.py", "tokenizer.json", "processor_config.json"):
@@ -213,10 +206,10 @@ def test_openai_and_metaclip_layouts_inferred_from_shapes(tmp_path, layout):
         model = model.half().float()  # the reference sees the same fp16-rounded weights
     else:
         torch.save(state_dict, path)
-    source = read_open_clip_source(OpenCLIPSourceArguments(checkpoint=path))
+    source = read_open_clip_source(path)
     assert source.kind == "inferred" and source.quick_gelu  # OpenAI/MetaCLIP were trained with QuickGELU
     assert source.model_cfg["vision_cfg"]["layers"] == 2 and source.model_cfg["text_cfg"]["layers"] == 3
-    converted, _ = convert_open_clip(source, _target(tmp_path))
+    converted, _ = convert_open_clip(source, ConversionOptions())
     assert converted.config.vision_config.hidden_act == "quick_gelu"
     _, _, pixels, ids = open_clip_inputs(PREPROCESS_32)
     image_ref, text_ref = open_clip_features(model.eval(), pixels, ids)
@@ -237,9 +230,9 @@ def test_truncated_checkpoint_names_the_missing_keys(tmp_path):
     save_file(state_dict, path)
     folder = write_open_clip_folder(model, TINY_CFG, str(tmp_path / "src"))
     os.replace(path, os.path.join(folder, "open_clip_model.safetensors"))
-    source = read_open_clip_source(OpenCLIPSourceArguments(checkpoint=folder))
+    source = read_open_clip_source(folder)
     with pytest.raises(CheckpointKeyError) as err:
-        convert_open_clip(source, _target(tmp_path))
+        convert_open_clip(source, ConversionOptions())
     message = str(err.value)
     assert "12 missing key(s)" in message and "transformer.resblocks.1.attn.in_proj_weight" in message
     assert "unexpected" not in message
@@ -251,18 +244,18 @@ def test_extra_key_is_named(tmp_path):
     state_dict["module.visual.head.weight"] = torch.zeros(3, 3)
     path = str(tmp_path / "extra.pt")
     torch.save({"state_dict": state_dict}, path)
-    source = read_open_clip_source(OpenCLIPSourceArguments(checkpoint=path))
+    source = read_open_clip_source(path)
     with pytest.raises(CheckpointKeyError, match=r"1 unexpected key\(s\)[\s\S]*visual\.head\.weight"):
-        convert_open_clip(source, _target(tmp_path))
+        convert_open_clip(source, ConversionOptions())
 
 
 def test_shape_mismatch_with_named_architecture_is_reported(tmp_path):
     model = _tiny_open_clip(TINY_CFG)
     path = str(tmp_path / "tiny.pt")
     torch.save(model.state_dict(), path)
-    source = read_open_clip_source(OpenCLIPSourceArguments(checkpoint=path, model_name="ViT-B-32"))
+    source = read_open_clip_source(path, model_name="ViT-B-32")
     with pytest.raises(CheckpointKeyError, match="missing key"):  # 12 layers expected, 2 present
-        convert_open_clip(source, _target(tmp_path))
+        convert_open_clip(source, ConversionOptions())
 
 
 def test_unsupported_architecture_and_unsafe_pickle_are_refused(tmp_path):
@@ -271,9 +264,9 @@ def test_unsupported_architecture_and_unsafe_pickle_are_refused(tmp_path):
     with pytest.raises(ValueError, match="ls_init_value"):
         _convert_folder(tmp_path, model, cfg)
     path = str(tmp_path / "code.pt")
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "fn": _target}, path)  # a pickled function, not data
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "fn": randomise}, path)  # a pickled function, not data
     with pytest.raises(ValueError, match="weights_only=True"):
-        read_open_clip_source(OpenCLIPSourceArguments(checkpoint=path))
+        read_open_clip_source(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +291,7 @@ def _tiny_transformers_clip(folder, with_processor=True):
 def test_transformers_clip_dense_parity(tmp_path, capsys):
     source = _tiny_transformers_clip(str(tmp_path / "clip"))
     out = tmp_path / "out"
-    clip_main(["--source", str(tmp_path / "clip"), "--output_dir", str(out), "--verify", "--verify_tolerance", "1e-5"])
+    clip_cli(["--source", str(tmp_path / "clip"), "--output_dir", str(out), "--verify", "--verify_tolerance", "1e-5"])
     assert "vs transformers CLIPModel" in capsys.readouterr().out
     converted = SparseCLIPModel.from_pretrained(out).eval()
     from transformers import CLIPProcessor
@@ -320,7 +313,7 @@ def test_transformers_clip_dense_parity(tmp_path, capsys):
 def test_transformers_clip_sparsify_is_lossless_and_keeps_rankings(tmp_path):
     source = _tiny_transformers_clip(str(tmp_path / "clip"), with_processor=False)
     width = 8192
-    converted, processor = convert_clip(str(tmp_path / "clip"), _target(tmp_path, sparsify=width, logit_scale_max=math.log(50)))
+    converted, processor = convert_clip(str(tmp_path / "clip"), ConversionOptions(sparsify=width, logit_scale_max=math.log(50)))
     assert converted.config.activation == "relu" and converted.config.projection_dim == width
     images, captions = real_images_and_captions()
     inputs = processor(images=images, text=captions, padding=True, return_tensors="pt")
@@ -336,7 +329,7 @@ def test_transformers_clip_sparsify_is_lossless_and_keeps_rankings(tmp_path):
     d_img, d_txt = u_img[:, :half] - u_img[:, half:], u_txt[:, :half] - u_txt[:, half:]
     torch.testing.assert_close(d_img @ d_txt.T, z_img @ z_txt.T, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(u_img.norm(dim=-1), z_img.norm(dim=-1), atol=1e-4, rtol=1e-4)
-    # 2. cos(u, v) = g(cos(z, w)) + O(width^-1/2), g increasing (see conversion/sparse_head.py).
+    # 2. cos(u, v) = g(cos(z, w)) + O(width^-1/2), g increasing (see modeling_sparse_clip/conversion/sparse_head.py).
     rho = F.normalize(z_img, dim=-1) @ F.normalize(z_txt, dim=-1).T
     g = (rho + (2 / math.pi) * (torch.sqrt(1 - rho**2) + rho * torch.asin(rho))) / 2
     assert (wide.image_embeds @ wide.text_embeds.T - g).abs().max().item() < 3 / math.sqrt(half)
@@ -345,13 +338,53 @@ def test_transformers_clip_sparsify_is_lossless_and_keeps_rankings(tmp_path):
     print("tiny CLIPModel --sparsify", width, agreement)
     assert agreement["spearman_image_to_text"] > 0.6 and agreement["spearman_text_to_image"] > 0.6
     with pytest.raises(ValueError, match="at least twice"):
-        convert_clip(str(tmp_path / "clip"), _target(tmp_path, sparsify=30))
+        convert_clip(str(tmp_path / "clip"), ConversionOptions(sparsify=30))
 
 
 def test_cli_sparsify_verify_prints_ranking_agreement(tmp_path, capsys):
     model = _tiny_open_clip(TINY_CFG, seed=5)
     folder = write_open_clip_folder(model, TINY_CFG, str(tmp_path / "src"), PREPROCESS_32)
-    open_clip_main(["--checkpoint", folder, "--output_dir", str(tmp_path / "out"), "--sparsify", "4096", "--verify"])
+    open_clip_cli(["--checkpoint", folder, "--output_dir", str(tmp_path / "out"), "--sparsify", "4096", "--verify"])
     printed = capsys.readouterr().out
     assert "activation=relu, projection_dim=4096" in printed and "Zero-shot ranking agreement" in printed
     assert SparseCLIPModel.from_pretrained(tmp_path / "out").config.projection_dim == 4096
+
+
+def test_convert_and_push_to_hub(tmp_path, monkeypatch, capsys):
+    """`--push_to_hub` publishes the saved folder (code, processor, card) to the Hub in HF_ENDPOINT/HF_TOKEN."""
+    import huggingface_hub.constants
+    from huggingface_hub import HfApi
+
+    from tests.fixtures.hub_server import HubServer
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    _tiny_transformers_clip(str(tmp_path / "clip"))
+    with HubServer(tmp_path / "hub") as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.endpoint)  # as HF_ENDPOINT sets it
+        monkeypatch.setenv("HF_TOKEN", hub.token)
+        clip_cli(["--source", str(tmp_path / "clip"), "--output_dir", str(tmp_path / "out"), "--push_to_hub", "org/converted"])
+        assert f"Pushed to {hub.endpoint}/org/converted" in capsys.readouterr().out
+        files = set(HfApi(endpoint=hub.endpoint, token=hub.token).list_repo_files("org/converted"))
+    assert {"model.safetensors", "config.json", "modeling_sparse_clip.py", "tokenizer.json", "README.md"} <= files
+
+
+# ---------------------------------------------------------------------------------------------
+# Command-line errors: one line, no traceback
+# ---------------------------------------------------------------------------------------------
+def test_bad_input_ends_in_one_error_line(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"--logit_scale_max 100 looks like a linear scale; pass its log \(ln 100 = 4\.605\)"):
+        ConversionOptions(logit_scale_max=100)
+    assert ConversionOptions(logit_scale_max=math.log(100)).logit_scale_max == pytest.approx(4.605, abs=1e-3)
+    missing, out = str(tmp_path / "missing.pt"), str(tmp_path / "out")
+    for main, argv, expected in (
+        (open_clip_main, ["--checkpoint", missing, "--logit_scale_max", "100"], "--logit_scale_max 100 looks like a linear scale; pass its log (ln 100 = 4.605)"),
+        (open_clip_main, ["--checkpoint", missing], f"No checkpoint file at {missing!r}"),
+        (clip_main, ["--source", str(tmp_path / "no-clip")], "No CLIPModel folder at"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, "--output_dir", out])
+        err = capsys.readouterr().err
+        assert stop.value.code == 1 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1].startswith(f"error: {expected}"), err
+    assert not (tmp_path / "out").exists()

@@ -9,16 +9,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from conversion.common import SparseCLIPTargetArguments, save_converted
-from conversion.convert_open_clip_to_sparse_clip import (
-    OpenCLIPSourceArguments,
+from modeling_sparse_clip.conversion.assemble import ConversionOptions, save_converted
+from modeling_sparse_clip.conversion.open_clip import (
     _crop_offsets_disagree,
     convert_open_clip,
     open_clip_reference,
     read_open_clip_source,
     verify_open_clip,
 )
-from conversion.verify import ranking_agreement
+from modeling_sparse_clip.conversion.verify import ranking_agreement
 from tests.conversion_helpers import open_clip_features, open_clip_inputs, randomise
 
 open_clip = pytest.importorskip("open_clip")
@@ -48,8 +47,8 @@ def test_open_clip_architecture_dense_parity(tmp_path, name, fmt):
     torch.manual_seed(0)
     source_model = randomise(open_clip.create_model(name, pretrained=None), seed=0)
     path = _save(source_model, str(tmp_path / {"safetensors": "ckpt.safetensors", "bin": "ckpt.bin"}.get(fmt, "ckpt.pt")), fmt)
-    source = read_open_clip_source(OpenCLIPSourceArguments(checkpoint=path, model_name=name))
-    model, processor = convert_open_clip(source, SparseCLIPTargetArguments(output_dir=str(tmp_path / "out")))
+    source = read_open_clip_source(path, model_name=name)
+    model, processor = convert_open_clip(source)
     assert model.config.activation == "none"
     assert model.config.vision_config.hidden_act == ("quick_gelu" if "quickgelu" in name else "gelu")
     save_converted(model, processor, str(tmp_path / "out"))
@@ -85,10 +84,9 @@ def test_sparsify_vit_b_32_keeps_zero_shot_rankings(tmp_path):
     torch.manual_seed(1)
     source_model = randomise(open_clip.create_model("ViT-B-32", pretrained=None), seed=1)
     path = _save(source_model, str(tmp_path / "ckpt.safetensors"), "safetensors")
-    source = read_open_clip_source(OpenCLIPSourceArguments(checkpoint=path, model_name="ViT-B-32"))
+    source = read_open_clip_source(path, model_name="ViT-B-32")
     width = 16384
-    target = SparseCLIPTargetArguments(output_dir=str(tmp_path / "out"), sparsify=width, logit_scale_max=math.log(50))
-    model, _ = convert_open_clip(source, target)
+    model, _ = convert_open_clip(source, ConversionOptions(sparsify=width, logit_scale_max=math.log(50)))
     assert model.config.activation == "relu" and model.config.projection_dim == width
 
     _, _, pixels, ids = open_clip_inputs({"size": 224})

@@ -5,8 +5,10 @@ only when its source is not installed.
 """
 
 import hashlib
+import importlib.util
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -14,8 +16,8 @@ import datasets
 import numpy as np
 import pytest
 
+from modeling_sparse_clip.constants import DATA_CACHE_DIR
 from modeling_sparse_clip.data import (
-    DEFAULT_CACHE_DIR,
     SOURCES,
     SPLIT_FRACTIONS,
     build_corpus,
@@ -28,6 +30,8 @@ from modeling_sparse_clip.data import corpus as corpus_module
 from modeling_sparse_clip.data.eval_sets import fashion_mnist_eval
 from modeling_sparse_clip.data.rasterise import rasterise_svg, rasterise_svgs
 from modeling_sparse_clip.data.sources import emoji_split_key, find_npm_package, subsample_items
+
+INSTALLER = Path(__file__).resolve().parents[1] / ".ci" / "install_sources.py"
 
 # name -> (fewest items expected, most items expected, expected image size or None for "any <= 224")
 EXPECTED = {
@@ -42,7 +46,7 @@ EXPECTED = {
 
 
 def require(name: str):
-    hint = SOURCES[name].missing(DEFAULT_CACHE_DIR)
+    hint = SOURCES[name].missing(DATA_CACHE_DIR)
     if hint is not None:
         pytest.skip(f"{name} not installed: {hint}")
 
@@ -55,7 +59,7 @@ def hashes_of(dataset: datasets.Dataset) -> list[str]:
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_source_items_counts_and_captions(name):
     require(name)
-    items = SOURCES[name].items(DEFAULT_CACHE_DIR)
+    items = SOURCES[name].items(DATA_CACHE_DIR)
     low, high, _ = EXPECTED[name]
     assert low <= len(items) <= high, f"{name}: {len(items)} items"
     assert len({item.uid for item in items}) == len(items), "uids must be unique"
@@ -93,7 +97,7 @@ def test_labels_where_the_source_has_them(tmp_path):
     require("openmoji")
     require("fashion_mnist")
     openmoji = build_source_dataset("openmoji", tmp_path, limit=50).dataset
-    assert all(openmoji["label"]) and "face-smiling" in {i.label for i in SOURCES["openmoji"].items(DEFAULT_CACHE_DIR)}
+    assert all(openmoji["label"]) and "face-smiling" in {i.label for i in SOURCES["openmoji"].items(DATA_CACHE_DIR)}
     fashion = build_source_dataset("fashion_mnist", tmp_path, limit=50).dataset
     from modeling_sparse_clip.data.sources import FASHION_MNIST_CLASSES
 
@@ -104,9 +108,9 @@ def test_labels_where_the_source_has_them(tmp_path):
 def test_svg_sheet_equals_rsvg_convert_alone():
     require("openmoji")
     require("game_icons")
-    root = find_npm_package("openmoji", DEFAULT_CACHE_DIR)
+    root = find_npm_package("openmoji", DATA_CACHE_DIR)
     svgs = [p.read_text() for p in sorted((root / "color" / "svg").glob("*.svg"))[::300]]
-    svgs += [item.payload for item in SOURCES["game_icons"].items(DEFAULT_CACHE_DIR)[::400]]
+    svgs += [item.payload for item in SOURCES["game_icons"].items(DATA_CACHE_DIR)[::400]]
     tiled = list(rasterise_svgs(svgs, 96, columns=4))
     assert len(tiled) == len(svgs)
     for svg, tile in zip(svgs, tiled):
@@ -130,7 +134,7 @@ def test_emoji_split_key_groups_skin_tones_and_presentations():
 
 def test_subsample_is_deterministic_and_split_independent():
     require("fashion_mnist")
-    items = SOURCES["fashion_mnist"].items(DEFAULT_CACHE_DIR)
+    items = SOURCES["fashion_mnist"].items(DATA_CACHE_DIR)
     first = subsample_items(items, 3000)
     assert [i.uid for i in first] == [i.uid for i in subsample_items(items, 3000)]
     # the cap must not favour one split, or a capped corpus would hold no test images
@@ -143,7 +147,7 @@ SMALL_SOURCES = ["noto_emoji", "openmoji", "google_emoji", "game_icons", "opencl
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory):
-    names = [n for n in SMALL_SOURCES if SOURCES[n].missing(DEFAULT_CACHE_DIR) is None]
+    names = [n for n in SMALL_SOURCES if SOURCES[n].missing(DATA_CACHE_DIR) is None]
     if len(names) < 2:
         pytest.skip("fewer than two sources installed: run `make sources`")
     cache = tmp_path_factory.mktemp("corpus")
@@ -236,7 +240,7 @@ def test_full_corpus_eval_sets_and_data_card(tmp_path, monkeypatch):
     for name in SOURCES:
         require(name)
     start = time.perf_counter()
-    corpus = build_corpus(DEFAULT_CACHE_DIR)
+    corpus = build_corpus(DATA_CACHE_DIR)
     first_seconds = time.perf_counter() - start
     counts = {name: sum(split["source"].count(name) for split in corpus.values()) for name in SOURCES}
     # after merging duplicates; Fashion-MNIST is capped at 5000 by default
@@ -255,12 +259,12 @@ def test_full_corpus_eval_sets_and_data_card(tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(corpus_module, "build_source_dataset", lambda *a, **k: pytest.fail("cached build rendered"))
         start = time.perf_counter()
-        again = build_corpus(DEFAULT_CACHE_DIR)
+        again = build_corpus(DATA_CACHE_DIR)
         cached_seconds = time.perf_counter() - start
     assert cached_seconds < 30
     assert {s: len(d) for s, d in again.items()} == {s: len(d) for s, d in corpus.items()}
 
-    eval_sets = load_eval_sets(DEFAULT_CACHE_DIR)
+    eval_sets = load_eval_sets(DATA_CACHE_DIR)
     assert set(eval_sets) == {"fashion_mnist", "emoji_subgroups", "openclipart_categories", "emoji_retrieval", "game_icons_retrieval"}
     assert len(eval_sets["fashion_mnist"]) == 1000
     assert 400 <= len(eval_sets["emoji_retrieval"]) <= 500
@@ -275,14 +279,17 @@ def test_full_corpus_eval_sets_and_data_card(tmp_path, monkeypatch):
     assert "game-icons.net" in card and "CC BY 3.0" in card and "CC BY-SA 4.0" in card
     for name in SOURCES:
         assert f"| {name} |" in card
-    reports = [json.loads(p.read_text()) for p in Path(DEFAULT_CACHE_DIR).glob("corpus-*/build_report.json")]
+    reports = [json.loads(p.read_text()) for p in DATA_CACHE_DIR.glob("corpus-*/build_report.json")]
     assert any(r["counts"] == corpus_module.corpus_report(corpus) for r in reports)
     print(f"\nfull corpus: {first_seconds:.1f}s (first call), {cached_seconds:.1f}s cached; counts {counts}")
 
 
 def test_install_sources_is_idempotent_and_quick_when_everything_is_present(monkeypatch):
-    from modeling_sparse_clip.data import install_sources as installer
-
+    # a set-up script, not a library module: imported from its file
+    spec = importlib.util.spec_from_file_location("install_sources", INSTALLER)
+    installer = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, installer)  # dataclasses look their module up there
+    spec.loader.exec_module(installer)
     args = installer.InstallSourcesArguments(browser=False)
     missing = [p for p, probe in installer.APT_PACKAGES.items() if not installer.apt_package_installed(p, probe)]
     missing += [n for n in installer.NPM_PACKAGES if not installer.npm_package_installed(n, args.cache_dir)]

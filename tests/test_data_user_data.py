@@ -16,7 +16,8 @@ import datasets
 import pytest
 from PIL import Image
 
-from modeling_sparse_clip.data import DEFAULT_CACHE_DIR, SOURCES, load_image_text_dataset
+from modeling_sparse_clip.constants import DATA_CACHE_DIR
+from modeling_sparse_clip.data import SOURCES, load_image_text_dataset
 
 LOGGER = "modeling_sparse_clip.data.user_data"
 N_GOOD = 6
@@ -27,9 +28,9 @@ def emoji_pngs():
     """(file name, PNG bytes, caption) for N_GOOD real emoji images."""
     for name in ("google_emoji", "noto_emoji"):
         source = SOURCES[name]
-        if source.missing(DEFAULT_CACHE_DIR) is None:
-            items = source.items(DEFAULT_CACHE_DIR)[100 : 100 + N_GOOD]
-            pngs = list(source.render(items, DEFAULT_CACHE_DIR))
+        if source.missing(DATA_CACHE_DIR) is None:
+            items = source.items(DATA_CACHE_DIR)[100 : 100 + N_GOOD]
+            pngs = list(source.render(items, DATA_CACHE_DIR))
             return [(f"emoji_{i}.png", png, item.captions[0]) for i, (item, png) in enumerate(zip(items, pngs))]
     pytest.skip("no emoji source installed: run `make sources`")
 

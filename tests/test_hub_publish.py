@@ -19,9 +19,11 @@ import huggingface_hub.constants
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from conversion.publish import PublishError, main as publish_main, push_sparse_clip_to_hub
 from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
-from modeling_sparse_clip.hub_server import HubServer
+from modeling_sparse_clip.cli.publish import main as publish_main
+from modeling_sparse_clip.cli.publish import run as publish_cli
+from modeling_sparse_clip.publishing import PUBLISH_OPTIONS, PublishError, push_sparse_clip_to_hub
+from tests.fixtures.hub_server import HubServer
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["a photo of a flower", "a photo of a temple", "a cat"]
@@ -284,8 +286,24 @@ def test_push_failing_midway_leaves_folder_and_repo_untouched(tmp_path, saved, m
     assert snapshot(folder) == before
 
 
+def test_model_push_to_hub_publishes_with_our_card(hub, saved, tmp_path):
+    """`SparseCLIPModel.push_to_hub` hands our options to `push_sparse_clip_to_hub`: one commit with the
+    processor, Hub code, benchmark results and the generated card, not transformers' bare push."""
+    assert set(PUBLISH_OPTIONS) == {"commit_message", "processor", "benchmark_json", "space_dir", "space_repo_id", "endpoint", "exist_ok", "card_kwargs"}
+    saved["model"].push_to_hub("org/pushed-object", processor=saved["processor"], benchmark_json=saved["benchmark"],
+                               endpoint=hub.endpoint, token=hub.token, commit_message="from push_to_hub")
+    api = HfApi(endpoint=hub.endpoint, token=hub.token)
+    assert [c.title for c in api.list_repo_commits("org/pushed-object")] == ["from push_to_hub", "initial commit"]  # one commit
+    assert {"model.safetensors", "config.json", "configuration_sparse_clip.py", "modeling_sparse_clip.py", "processor_config.json",
+            "tokenizer.json", "README.md", "benchmark_results.json"} <= set(api.list_repo_files("org/pushed-object"))
+    card = ModelCard.load(api.hf_hub_download("org/pushed-object", "README.md", cache_dir=tmp_path / "c"))
+    assert "sparse-clip" in card.data.tags and card.data.pipeline_tag == "zero-shot-image-classification"
+    assert {r.metric_type for r in card.data.eval_results} == {"top1_accuracy", "top5_accuracy", "text_to_image_R@1"}
+    assert "# pushed-object" in card.text and "logit-scale cap" in card.text
+
+
 def test_cli_in_process(hub, saved, tmp_path, capsys):
-    result = publish_main(["--model_dir", str(saved["folder"]), "--repo_id", "org/cli", "--benchmark_json", str(saved["benchmark"]),
+    result = publish_cli(["--model_dir", str(saved["folder"]), "--repo_id", "org/cli", "--benchmark_json", str(saved["benchmark"]),
                            "--endpoint", hub.endpoint, "--token", hub.token, "--license", "mit", "--datasets", "emoji,fashion_mnist"])
     assert f"Published {len(result.files)} files to {hub.endpoint}/org/cli" in capsys.readouterr().out
     info = HfApi(endpoint=hub.endpoint).model_info("org/cli")

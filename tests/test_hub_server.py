@@ -22,7 +22,7 @@ import huggingface_hub.constants
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from modeling_sparse_clip.hub_server import HubServer, export_git_mirror
+from tests.fixtures.hub_server import HubServer, export_git_mirror
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -214,7 +214,7 @@ def test_cli_serves_until_stopped(tmp_path, hub_client):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modeling_sparse_clip.hub_server", "--port", str(port), "--root", str(tmp_path / "hub"), "--token", "hf_cli"],
+        [sys.executable, "-m", "tests.fixtures.hub_server", "--port", str(port), "--root", str(tmp_path / "hub"), "--token", "hf_cli"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

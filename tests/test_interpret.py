@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from interpret_fixtures import build_fresh_head_model, emoji_sample, render_emoji, small_vocabulary
+from modeling_sparse_clip.encoding import SparseCLIPEncoder
+from modeling_sparse_clip.evaluation.zero_shot import ZeroShotClassifier
 from modeling_sparse_clip.interpret import (
     ConceptEvolution,
     ConceptLabels,
     FeatureAtlas,
-    FeatureEncoder,
     build_feature_atlas,
     SteeringEdit,
-    ZeroShotClassifier,
     compute_concept_labels,
     concept_features,
     discover_checkpoints,
@@ -29,7 +29,7 @@ from modeling_sparse_clip.interpret import (
     steer_image,
 )
 from modeling_sparse_clip.interpret import concept_labels as concept_labels_module
-from modeling_sparse_clip.interpret.encoding import l2_normalize_rows
+from modeling_sparse_clip.sparse_embeddings import normalize_rows
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder(model_dir, tmp_path_factory):
-    return FeatureEncoder.from_pretrained(model_dir, cache_dir=tmp_path_factory.mktemp("cache"))
+    return SparseCLIPEncoder.from_pretrained(model_dir, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +66,18 @@ def unit(x):
 
 def test_encoder_matches_model_features(encoder, emoji_set):
     images, _, names = emoji_set
-    np.testing.assert_allclose(encoder.encode_texts(names[:6], batch_size=4).toarray(), direct_text(encoder, names[:6]), atol=1e-4)
-    np.testing.assert_allclose(encoder.encode_images(images[:5], batch_size=2).toarray(), direct_images(encoder, images[:5]), atol=1e-4)
+    texts = encoder.project_texts(encoder.pool_texts(names[:6], batch_size=4)).to_dense().numpy()
+    np.testing.assert_allclose(texts, direct_text(encoder, names[:6]), atol=1e-4)
+    pixels = encoder.project_images(encoder.pool_images(images[:5], batch_size=2)).to_dense().numpy()
+    np.testing.assert_allclose(pixels, direct_images(encoder, images[:5]), atol=1e-4)
 
 
 def test_concept_labels_are_the_top_words_of_each_feature(encoder):
     vocabulary = small_vocabulary(300)
-    labels = compute_concept_labels(encoder, vocabulary, top_k=5, chunk_size=128, progress=False)
+    labels = compute_concept_labels(encoder, vocabulary, top_k=5, chunk_size=128)
     scores = unit(direct_text(encoder, vocabulary))  # words x features
-    assert labels.top_words.shape == (encoder.num_features, 5)
-    for feature in range(0, encoder.num_features, 37):
+    assert labels.top_words.shape == (encoder.width, 5)
+    for feature in range(0, encoder.width, 37):
         column = scores[:, feature]
         expected = np.argsort(-column, kind="stable")[:5]
         expected = [vocabulary[i] for i in expected if column[i] > 0]
@@ -83,23 +85,23 @@ def test_concept_labels_are_the_top_words_of_each_feature(encoder):
         assert got == expected, feature
         assert labels.word_counts[feature] == int((column > 0).sum())
     with pytest.raises(KeyError, match="does not exist"):
-        labels.words(encoder.num_features)
+        labels.words(encoder.width)
 
 
 def test_concept_labels_cache_roundtrip_and_invalidation(encoder, model_dir, monkeypatch):
     vocabulary = small_vocabulary(200)
-    first = load_or_compute_concept_labels(encoder, vocabulary, model_dir=model_dir, progress=False)
+    first = load_or_compute_concept_labels(encoder, vocabulary, model_dir=model_dir)
     assert list((model_dir / "interpret").glob("concept_labels_*.safetensors"))
 
     def must_not_recompute(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(concept_labels_module, "compute_concept_labels", must_not_recompute)
-    again = load_or_compute_concept_labels(encoder, vocabulary, model_dir=model_dir, progress=False)
+    again = load_or_compute_concept_labels(encoder, vocabulary, model_dir=model_dir)
     np.testing.assert_array_equal(first.top_words, again.top_words)
     assert again.vocabulary == vocabulary
     with pytest.raises(AssertionError, match="cache"):  # another vocabulary is another cache entry
-        load_or_compute_concept_labels(encoder, vocabulary[:-1], model_dir=model_dir, progress=False)
+        load_or_compute_concept_labels(encoder, vocabulary[:-1], model_dir=model_dir)
 
 
 def test_concept_features_are_the_words_top_features(encoder):
@@ -113,11 +115,11 @@ def test_concept_features_are_the_words_top_features(encoder):
 
 def test_feature_atlas_against_direct_computation(encoder, emoji_set, model_dir):
     images, chars, names = emoji_set
-    atlas = load_or_build_feature_atlas(encoder, images, chars, names, top_k=4, model_dir=model_dir, progress=False)
+    atlas = load_or_build_feature_atlas(encoder, images, chars, names, top_k=4, model_dir=model_dir)
     image_acts = unit(direct_images(encoder, images))
     text_acts = unit(direct_text(encoder, names))
-    np.testing.assert_allclose(atlas.image_acts.toarray(), image_acts, atol=1e-3)
-    for feature in range(0, encoder.num_features, 29):
+    np.testing.assert_allclose(atlas.image_acts.to_dense().numpy(), image_acts, atol=1e-3)
+    for feature in range(0, encoder.width, 29):
         column = image_acts[:, feature]
         firing = int((column > 0).sum())
         assert atlas.density[feature] == pytest.approx(firing / len(images))
@@ -134,7 +136,12 @@ def test_feature_atlas_against_direct_computation(encoder, emoji_set, model_dir)
     loaded = FeatureAtlas.load(stored[0])
     assert loaded.image_ids == list(chars) and loaded.captions == list(names)
     np.testing.assert_array_equal(loaded.top_images, atlas.top_images)
-    assert abs(loaded.image_acts - atlas.image_acts).max() < 1e-3
+    assert loaded.image_acts.equal(atlas.image_acts) and loaded.text_acts.equal(atlas.text_acts)
+    np.testing.assert_array_equal(loaded.modality, atlas.modality)
+    # the cache is keyed by the inputs: other captions are another atlas
+    other = load_or_build_feature_atlas(encoder, images, chars, [n.upper() for n in names], top_k=4, model_dir=model_dir)
+    assert len(list((model_dir / "interpret").glob("atlas_*.safetensors"))) == 2
+    np.testing.assert_array_equal(other.top_images, atlas.top_images)
 
 
 def test_steer_suppress_and_boost():
@@ -159,10 +166,10 @@ def test_zero_shot_and_retrieval_before_after(encoder, emoji_set):
     expected = encoder.model.effective_logit_scale().item() * unit(image_acts) @ text.T
     np.testing.assert_allclose(classifier.logits(image_acts)[0], expected, rtol=1e-4)
 
-    gallery = l2_normalize_rows(encoder.encode_images(images, progress=False))
+    gallery = normalize_rows(encoder.encode_images(images))
     brute = unit(direct_images(encoder, images)) @ unit(image_acts)
     assert [r for r, _ in retrieve(image_acts, gallery, 5)] == list(np.argsort(-brute)[:5])
-    atlas = build_feature_atlas(encoder, images, chars, progress=False)
+    atlas = build_feature_atlas(encoder, images, chars)
     through_index = retrieve(image_acts, atlas.image_index(), 5)  # the project's SparseIndex
     assert [r for r, _ in through_index] == list(np.argsort(-brute)[:5])
     np.testing.assert_allclose([s for _, s in through_index], np.sort(brute)[::-1][:5], atol=2e-3)
@@ -198,8 +205,10 @@ def test_concept_evolution_over_checkpoints(model_dir, tmp_path, emoji_set):
     assert [row["checkpoint"] for row in history] == ["1%", "10%", "100%"]
     assert history[-1]["overlap_with_final"] == 1.0
     assert all(row["density"] is not None for row in history)
-    # the image tower is shared, so every checkpoint's atlas used the same cached tower outputs
-    assert len(list((tmp_path / "cache").glob("pooled_image_*.npy"))) == 1
+    # the towers are shared, so every checkpoint's atlas and labels used the same cached tower outputs
+    assert len(list((tmp_path / "cache").glob("pooled_image_*.safetensors"))) == 1
+    assert len(list((tmp_path / "cache").glob("pooled_text_*.safetensors"))) == 2  # vocabulary + captions
+    assert len({view.labels.fingerprint for view in evolution.checkpoints}) == 3  # yet three different heads
     headers, rows = evolution.table(5)
     assert len(rows) == 3 and headers[0] == "checkpoint"
     figure = evolution.plot(5)

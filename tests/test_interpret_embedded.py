@@ -24,9 +24,9 @@ ANIMALS = {
 
 @pytest.fixture(scope="module")
 def encoder(embedded_model_dir):
-    from modeling_sparse_clip.interpret import FeatureEncoder
+    from modeling_sparse_clip.encoding import SparseCLIPEncoder
 
-    return FeatureEncoder.from_pretrained(embedded_model_dir)
+    return SparseCLIPEncoder.from_pretrained(embedded_model_dir, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def labels(encoder, embedded_model_dir):
 @pytest.mark.parametrize("animal", sorted(ANIMALS))
 def test_animal_emoji_features_are_named_after_the_animal(encoder, labels, animal):
     chars, words = ANIMALS[animal]
-    acts = encoder.encode_images(render_emoji(list(chars)), progress=False).toarray()
+    acts = encoder.encode_images(render_emoji(list(chars))).to_dense().numpy()
     found = []
     for char, row in zip(chars, acts):
         for feature in np.argsort(-row)[:5]:
@@ -59,14 +59,15 @@ def test_animal_emoji_features_are_named_after_the_animal(encoder, labels, anima
 
 def test_steering_moves_zero_shot_toward_the_boosted_concept(encoder):
     data = pytest.importorskip("modeling_sparse_clip.data")
-    from modeling_sparse_clip.interpret import ZeroShotClassifier, edit_from_concepts, steer
+    from modeling_sparse_clip.evaluation.zero_shot import ZeroShotClassifier
+    from modeling_sparse_clip.interpret import edit_from_concepts, steer
 
     eval_sets = data.load_eval_sets()
     eval_set = eval_sets.get("emoji_subgroups") or next(e for e in eval_sets.values() if e.task == "zero_shot")
     classifier = ZeroShotClassifier(encoder, eval_set.class_names, eval_set.templates or ["{}"])
     rng = np.random.default_rng(0)
     rows = rng.choice(len(eval_set.dataset), size=min(100, len(eval_set.dataset)), replace=False)
-    acts = encoder.encode_images([eval_set.dataset[int(i)]["image"] for i in rows], progress=False).toarray()
+    acts = encoder.encode_images([eval_set.dataset[int(i)]["image"] for i in rows]).to_dense().numpy()
     moved = flipped = 0
     for image_acts in acts:
         before = classifier.probabilities(image_acts)[0]

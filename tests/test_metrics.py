@@ -1,21 +1,24 @@
-"""The local evaluate metrics: each against values computed by hand or by an independent brute force."""
+"""The evaluation tasks and the shipped `evaluate` metric shells over them: each against values computed
+by hand or by an independent brute force (through the shells), and shell == task function."""
 
 import itertools
-import os
 
 import evaluate
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
+
+from modeling_sparse_clip.evaluation import METRIC_NAMES, clarity, load_metric, modality, retrieval, sparsity, zero_shot
+from modeling_sparse_clip.evaluation import labels as label_task
+from modeling_sparse_clip.sparse_embeddings import SparseEmbeddings
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-METRICS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "metrics")
-
 
 def load(name):
-    return evaluate.load(os.path.join(METRICS, name), keep_in_memory=True)
+    return load_metric(name)
 
 
 def rows(dense):
@@ -24,11 +27,67 @@ def rows(dense):
     return [np.flatnonzero(r) for r in dense], [r[r != 0] for r in dense]
 
 
-@pytest.mark.parametrize("name", ["zero_shot_accuracy", "retrieval_recall", "sparsity", "clarity", "modality_score", "label_agreement"])
+@pytest.mark.parametrize("name", METRIC_NAMES)
 def test_metric_loads_offline_by_path_with_a_formula_docstring(name):
     metric = load(name)
     assert isinstance(metric, evaluate.Metric)
     assert "=" in metric.description  # states its formula
+
+
+def test_load_metric_names_what_it_ships():
+    with pytest.raises(ValueError, match="clarity"):
+        load_metric("no_such_metric")
+
+
+def sparse(dense):
+    return SparseEmbeddings.from_dense(torch.tensor(np.asarray(dense, np.float32)))
+
+
+def test_metric_shells_return_exactly_what_the_task_functions_return():
+    """The `evaluate` modules only convert their inputs: on the same (float32) data they give the task
+    functions' results to the last bit (the runner calls the functions directly)."""
+    rng = np.random.default_rng(7)
+    images = np.maximum(rng.normal(size=(40, 12)) - 0.5, 0).astype(np.float32)
+    texts = np.maximum(images + rng.normal(scale=0.5, size=images.shape) - 0.2, 0).astype(np.float32)
+    reference = rng.normal(size=(40, 6)).astype(np.float32)
+    words = np.maximum(rng.normal(size=(30, 12)), 0).astype(np.float32)
+    word_embeddings = rng.normal(size=(30, 6)).astype(np.float32)
+    labels_ = rng.integers(0, 3, 40)
+    prompts = np.maximum(rng.normal(size=(3, 2, 12)), 0).astype(np.float32)
+    (ii, iv), (ti, tv) = rows(images), rows(texts)
+
+    assert load("sparsity").compute(active_indices=ii, active_values=iv, width=12) == sparsity.evaluate(sparse(images))
+    assert load("clarity").compute(active_indices=ii, active_values=iv, reference_embeddings=reference, width=12, seed=1) == \
+        clarity.evaluate(sparse(images), reference, seed=1)
+    assert load("modality_score").compute(image_indices=ii, image_values=iv, text_indices=ti, text_values=tv, width=12) == \
+        modality.evaluate(sparse(images), sparse(texts))
+    assert load("label_agreement").compute(image_indices=ii, image_values=iv, image_reference_embeddings=reference,
+                                           word_activations=words, word_embeddings=word_embeddings, num_random_words=5) == \
+        label_task.evaluate(sparse(images), reference, sparse(words), word_embeddings, num_random_words=5)
+    assert load("zero_shot_accuracy").compute(image_indices=ii, image_values=iv, labels=labels_, class_embeddings=prompts) == \
+        zero_shot.evaluate(sparse(images), zero_shot.split_prompts(sparse(prompts.reshape(6, 12)), 2), labels_)
+    captions = [[t] for t in texts]
+    caption_rows = [rows(c) for c in captions]
+    assert load("retrieval_recall").compute(image_indices=ii, image_values=iv, text_indices=[r[0] for r in caption_rows],
+                                            text_values=[r[1] for r in caption_rows], width=12) == \
+        retrieval.evaluate(sparse(images), sparse(texts), [1] * 40)
+
+
+def test_zero_shot_classifier_uses_the_task_prompt_ensemble():
+    class Encoder:  # stands in for SparseCLIPEncoder: one-hot "text features" per class word
+        class model:
+            @staticmethod
+            def effective_logit_scale():
+                return torch.tensor(10.0)
+
+        @staticmethod
+        def encode_texts(texts, desc=""):
+            return sparse([[1.0 if w in t else 0.0 for w in ("cat", "dog")] + [1.0] for t in texts])
+
+    classifier = zero_shot.ZeroShotClassifier(Encoder(), ["cat", "dog"], ["a {}", "the {} here"])
+    np.testing.assert_allclose(classifier.class_embeddings, np.array([[1, 0, 1], [0, 1, 1]]) / np.sqrt(2), rtol=1e-6)
+    assert [name for name, _ in classifier.top(np.array([0.0, 2.0, 1.0]), 2)] == ["dog", "cat"]
+    np.testing.assert_allclose(classifier.probabilities(np.array([[1.0, 0, 0], [0, 1.0, 0]])).sum(axis=1), 1.0)
 
 
 # -- zero-shot ------------------------------------------------------------------------------------
@@ -317,14 +376,9 @@ def test_label_agreement_of_unrelated_labels_is_chance():
 
 
 def test_clarity_random_sets_are_uniform_distinct_subsets_of_the_right_size():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("clarity_module", os.path.join(METRICS, "clarity", "clarity.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     rng = np.random.default_rng(0)
     sizes = np.array([2, 5, 9, 9, 30, 39, 40] * 300)  # small sets (rejection sampling) and large ones (> N/4: permutation)
-    sets = module.random_sets(40, sizes, rng)
+    sets = clarity.random_sets(40, sizes, rng)
     assert sets.max() == 1  # no image twice in a set
     np.testing.assert_array_equal(np.asarray(sets.sum(axis=0)).ravel(), sizes)
     # Uniform: every image is equally likely to be in a size-9 set (600 sets: 135 memberships each, sd ~11).

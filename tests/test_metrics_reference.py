@@ -14,7 +14,7 @@ def test_efficientnet_reference_recognises_real_photos():
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from benchmarks.reference import EfficientNetLite0Reference
+    from modeling_sparse_clip.evaluation.reference import EfficientNetLite0Reference
 
     reference = EfficientNetLite0Reference(progress=False)
     photos = [Image.fromarray(a) for a in load_sample_images().images]
@@ -28,13 +28,13 @@ def test_efficientnet_reference_recognises_real_photos():
 
 
 def test_minilm_reference_puts_related_words_together(tmp_path):
-    from benchmarks.reference import MiniLMTextReference
+    from modeling_sparse_clip.evaluation.reference import MiniLMTextReference
 
     text = MiniLMTextReference(progress=False, cache_dir=tmp_path)
     cat, kitten, truck = text.embed_texts(["cat", "kitten", "truck"], cache=True)
     assert cat @ kitten > cat @ truck + 0.2
     np.testing.assert_allclose(np.linalg.norm([cat, kitten, truck], axis=1), 1.0, rtol=1e-5)
-    assert len(list(tmp_path.glob("minilm_3_*.npy"))) == 1  # cached by a hash of the words
+    assert len(list(tmp_path.glob("minilm_*.safetensors"))) == 1  # cached by a hash of the words
     np.testing.assert_array_equal(text.embed_texts(["cat", "kitten", "truck"], cache=True)[0], cat)
 
 
@@ -43,7 +43,7 @@ def test_a_model_folder_can_be_the_reference_image_encoder(tmp_path):
     OpenAI CLIP in practice, which is what the paper used)."""
     from PIL import Image
 
-    from benchmarks.reference import ModelImageReference, image_reference
+    from modeling_sparse_clip.evaluation.reference import ModelImageReference, image_reference
     from tests.test_runner import save_tiny_model
 
     folder = save_tiny_model(tmp_path / "tiny", "none", 24)

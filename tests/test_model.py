@@ -112,16 +112,67 @@ def test_activations(tiny_config, tiny_batch):
 
 
 def test_logit_scale_never_exceeds_cap(tiny_config, tiny_batch):
+    """A hand-written loop: the documented one-liner `model.clamp_logit_scale_()` after `optimizer.step()`."""
     model = _model(tiny_config, logit_scale_max=math.log(20.0))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=0.5)
+    above = []
     for _ in range(10):  # a loss that only wants a larger scale
         opt.zero_grad()
         (-model(**tiny_batch).logit_scale.log() - model.logit_scale).backward()
         opt.step()
+        above.append(model.logit_scale.item() > math.log(20.0))
+        assert model.effective_logit_scale().item() <= 20.0 + 1e-4  # the forward never uses more than the cap
+        model.clamp_logit_scale_()
         assert model.logit_scale.item() <= math.log(20.0) + 1e-6
-        assert model.effective_logit_scale().item() <= 20.0 + 1e-4
+    assert any(above)  # the step alone overshoots: the clamp is what holds the parameter
     assert model.logit_scale.item() == pytest.approx(math.log(20.0), abs=1e-6)  # it reached the cap and stayed
+
+
+def _cap_run(tiny_config, tmp_path, trainer_class, callbacks=()):
+    """10 Trainer steps on identical image/text features (the loss always wants a larger scale), recording
+    the logit-scale parameter after every optimiser step, before the next forward."""
+    from transformers import TrainerCallback, TrainingArguments
+
+    cap = math.log(12.0)
+    model = _model(tiny_config, logit_scale_init_value=math.log(10.0), logit_scale_max=cap)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(10.0))
+        model.visual_projection.weight.copy_(model.text_projection.weight)
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(16, model.text_embed_dim, generator=g)
+    rows = [{"image_tower_embeds": f, "text_tower_embeds": f} for f in features]
+    seen = []
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            seen.append(model.logit_scale.item())
+
+    def collate(batch):
+        return {**{k: torch.stack([r[k] for r in batch]) for k in batch[0]}, "return_loss": True}
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=10, per_device_train_batch_size=8, learning_rate=0.1, warmup_steps=0,
+        lr_scheduler_type="constant", weight_decay=0.0, save_strategy="no", report_to="none", use_cpu=True,
+        disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0, logging_strategy="no",
+    )
+    trainer_class(model=model.train(), args=args, train_dataset=rows, data_collator=collate, callbacks=[*callbacks, Record()]).train()
+    return cap, seen
+
+
+def test_trainer_clamps_logit_scale_after_every_step(tiny_config, tmp_path):
+    """SparseCLIPTrainer clamps after every optimiser step; a plain Trainer does so with LogitScaleCapCallback
+    and, without it, lets the parameter run above the cap (so the test can tell)."""
+    from transformers import Trainer
+
+    from modeling_sparse_clip.training import LogitScaleCapCallback, SparseCLIPTrainer
+
+    for trainer_class, callbacks in ((SparseCLIPTrainer, ()), (Trainer, (LogitScaleCapCallback(),))):
+        cap, seen = _cap_run(tiny_config, tmp_path / trainer_class.__name__, trainer_class, callbacks)
+        assert len(seen) == 10 and all(v <= cap + 1e-6 for v in seen), seen
+        assert seen[-1] == pytest.approx(cap, abs=1e-6)  # it got there and stayed
+    cap, seen = _cap_run(tiny_config, tmp_path / "plain", Trainer)
+    assert seen[-1] > cap + 0.1
 
 
 def test_eager_vs_sdpa_and_gradient_checkpointing(tiny_config, tiny_batch):

@@ -1,7 +1,7 @@
-"""The benchmark runner end to end: tiny Sparse CLIP / dense models and a post-hoc SAE on small real eval sets."""
+"""The benchmark runner end to end: tiny Sparse CLIP / dense models and a post-hoc SAE on small real eval sets
+(through the commands `sparse-clip-train-sae` and `sparse-clip-bench`)."""
 
 import json
-import os
 import unicodedata
 
 import datasets
@@ -10,13 +10,15 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from benchmarks import run as bench_run
-from benchmarks.suites import EvalSet, build_suite, load_retrieval, load_zero_shot
+from modeling_sparse_clip.cli import bench, train_sae
+from modeling_sparse_clip.constants import EMOJI_FONT, EMOJI_FONT_SIZE, FASHION_MNIST_DIR
+from modeling_sparse_clip.data.eval_sets import EvalSet
+from modeling_sparse_clip.evaluation.runner import BenchmarkArguments, run
+from modeling_sparse_clip.evaluation.suites import build_suite, load_retrieval, load_zero_shot
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
@@ -35,7 +37,7 @@ def emoji_eval_set(n: int = 40) -> EvalSet:
     """Real Noto Color Emoji glyphs rendered with Pillow; two captions each (CLDR and Unicode names)."""
     import emoji
 
-    font = ImageFont.truetype(EMOJI_FONT, 109)
+    font = ImageFont.truetype(str(EMOJI_FONT), EMOJI_FONT_SIZE)
     chars = [ch for ch in emoji.EMOJI_DATA if len(ch) == 1][:n]
     images, captions = [], []
     for ch in chars:
@@ -49,7 +51,7 @@ def emoji_eval_set(n: int = 40) -> EvalSet:
 
 
 def save_tiny_model(path, activation="relu", projection_dim=256, seed=0):
-    from conversion.clip_processing import build_clip_processor
+    from modeling_sparse_clip.conversion.clip_processing import build_clip_processor
     from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
     from tests.conftest import tiny_clip_configs
 
@@ -97,16 +99,14 @@ def test_paper_suite_fails_offline_with_a_clear_message(monkeypatch):
 
 
 def test_runner_end_to_end(workspace, tmp_path):
-    from benchmarks import train_sae_baseline
-
     # The post-hoc baseline: a TopK SAE trained on the dense model's image and text embeddings of
     # OTHER digits (rows 100-299, captioned with their class), then evaluated next to the models.
     root = workspace["root"]
     sae_dir = tmp_path / "sae_topk"
-    assert train_sae_baseline.main([
+    train_sae.run([
         "--dense_model", workspace["dense"], "--width", "256", "--kind", "topk", "--k", "8", "--dataset", str(root / "digits_train"),
         "--output_dir", str(sae_dir), "--epochs", "20", "--batch_size", "64", "--progress", "false",
-    ]) == 0
+    ])
     training = json.loads((sae_dir / "training_report.json").read_text())
     assert training["num_images"] == 200 and training["num_texts"] == 200
     assert training["mse_after"] < training["mse_before"] and training["l0_mean"] <= 8
@@ -117,7 +117,9 @@ def test_runner_end_to_end(workspace, tmp_path):
         "--vocabulary", str(root / "vocab.txt"), "--output_dir", str(tmp_path / "out"), "--batch_size", "32", "--progress", "false",
         "--cache_dir", str(tmp_path / "cache"), "--reference_image_size", "96",
     ]
-    assert bench_run.main(args) == 0
+    with pytest.raises(SystemExit) as exit_status:
+        bench.main(args)
+    assert exit_status.value.code == 0
     report = json.loads((tmp_path / "out" / "results.json").read_text())
     models = report["models"]
     assert list(models) == ["dense", "sparse", "sae_topk"]
@@ -141,9 +143,13 @@ def test_runner_end_to_end(workspace, tmp_path):
     assert "| metric | dense | sparse | sae_topk |" in markdown and "Clarity" in markdown
 
 
-def test_runner_rejects_an_empty_request(tmp_path):
+def test_runner_rejects_an_empty_request(tmp_path, capsys):
     with pytest.raises(ValueError, match="Nothing to evaluate"):
-        bench_run.main(["--suite", "none", "--output_dir", str(tmp_path)])
+        bench.run(["--suite", "none", "--output_dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_status:  # the command: one line saying what to pass
+        bench.main(["--suite", "none", "--output_dir", str(tmp_path)])
+    assert exit_status.value.code == 1
+    assert capsys.readouterr().err.startswith("error: Nothing to evaluate: pass --models")
 
 
 def test_embedded_suite_reads_the_data_package_eval_sets(workspace, tmp_path, monkeypatch):
@@ -152,7 +158,7 @@ def test_embedded_suite_reads_the_data_package_eval_sets(workspace, tmp_path, mo
     import modeling_sparse_clip.data as data
     from modeling_sparse_clip.data.eval_sets import fashion_mnist_eval
 
-    if not os.path.exists("/usr/share/datasets/fashion-mnist"):
+    if not FASHION_MNIST_DIR.exists():
         pytest.skip("apt dataset-fashion-mnist is not installed (make sources)")
     calls = {}
 
@@ -161,7 +167,7 @@ def test_embedded_suite_reads_the_data_package_eval_sets(workspace, tmp_path, mo
         return {"fashion_mnist": fashion_mnist_eval(size=40)}
 
     monkeypatch.setattr(data, "load_eval_sets", only_fashion_mnist)
-    report = bench_run.run(bench_run.BenchmarkArguments(
+    report = run(BenchmarkArguments(
         models=[workspace["sparse"]], suite="embedded", data_cache_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"),
         vocabulary=str(workspace["root"] / "vocab.txt"), cache_dir=str(tmp_path / "cache"), reference_image_size=64, progress=False,
         label_descriptions="imagenet_classifier",  # descriptions from the reference classifier, not ground truth

@@ -76,5 +76,5 @@ def test_sae_config_errors(kwargs, message):
 
 
 def test_from_pretrained_without_a_config_says_how_to_make_one(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train_sae_baseline"):
+    with pytest.raises(FileNotFoundError, match="sparse-clip-train-sae"):
         SparseAutoencoder.from_pretrained(tmp_path)

@@ -1,14 +1,12 @@
 """SparseEmbeddings: exact round trips (dense, scipy, safetensors, Parquet, datasets) for every value
-dtype, and the encode helpers on a tiny SparseCLIPModel with real emoji images and the real CLIP BPE."""
+dtype, and row normalisation. (Encoding models into them: tests/test_encoding.py.)"""
 
 import datasets
 import numpy as np
 import pytest
 import torch
 
-from conftest import render_emoji_pairs, tiny_clip_configs
-from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
-from modeling_sparse_clip.sparse_embeddings import VALUE_DTYPES, SparseEmbeddings, encode_images, encode_texts
+from modeling_sparse_clip.sparse_embeddings import VALUE_DTYPES, SparseEmbeddings, normalize_rows
 
 
 @pytest.fixture
@@ -89,66 +87,9 @@ def test_rows_concat_and_bad_input(dense, tmp_path):
         SparseEmbeddings.load(tmp_path / "other.safetensors")
 
 
-# ----------------------------------------------------------------------------------------------
-# Encoding with a real (tiny) model, real images and the real CLIP tokenizer
-# ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model_and_processor():
-    from conversion.clip_processing import build_clip_processor
-
-    text, vision = tiny_clip_configs(vocab=49408)
-    text.max_position_embeddings = 32
-    text.bos_token_id, text.eos_token_id, text.pad_token_id = 49406, 49407, 49407
-    torch.manual_seed(0)
-    config = SparseCLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=512)
-    model = SparseCLIPModel(config).eval()
-    # A negative shift folded into the projection is not possible (bias-free), so sparsify by
-    # scaling half the projection rows negative: ReLU then zeroes those features for every input.
-    with torch.no_grad():
-        model.visual_projection.weight[::2] = -model.visual_projection.weight[::2].abs()
-        model.text_projection.weight[::2] = -model.text_projection.weight[::2].abs()
-    return model, build_clip_processor(image_size=32, context_length=32)
-
-
-@pytest.fixture(scope="module")
-def pairs():
-    return render_emoji_pairs(7)
-
-
-def test_encode_images_matches_the_model(model_and_processor, pairs):
-    model, processor = model_and_processor
-    images = [p[0] for p in pairs]
-    emb = encode_images(model, processor, images, batch_size=3, progress=False)
-    with torch.no_grad():
-        direct = model.get_image_features(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"]).pooler_output
-    assert emb.shape == (7, 512)
-    assert torch.equal(emb.to_dense() != 0, direct != 0)
-    torch.testing.assert_close(emb.to_dense(), direct, rtol=1e-5, atol=1e-6)
-    assert 0 < emb.density() < 0.6
-    # Batching does not change the result; bf16 storage keeps the same support (no underflow here).
-    again = encode_images(model, processor, images, batch_size=7, progress=False)
-    torch.testing.assert_close(again.to_dense(), emb.to_dense(), rtol=1e-5, atol=1e-6)
-    half = encode_images(model, processor, images, batch_size=4, dtype=torch.bfloat16, progress=False)
-    assert half.dtype == torch.bfloat16
-    torch.testing.assert_close(half.to_dense().float(), direct, rtol=1e-2, atol=1e-3)
-
-
-def test_encode_texts_matches_the_model(model_and_processor, pairs):
-    model, processor = model_and_processor
-    texts = [p[1] for p in pairs]
-    emb = encode_texts(model, processor, texts, batch_size=2, progress=False)
-    with torch.no_grad():
-        tokens = processor(text=texts, padding=True, return_tensors="pt")
-        direct = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).pooler_output
-    torch.testing.assert_close(emb.to_dense(), direct, rtol=1e-5, atol=1e-6)
-    assert emb.nnz == int((direct != 0).sum())
-
-
-def test_encode_with_a_dense_model_is_fully_dense(model_and_processor, pairs):
-    _, processor = model_and_processor
-    text, vision = tiny_clip_configs(vocab=49408)
-    text.max_position_embeddings = 32
-    model = SparseCLIPModel(SparseCLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
-                                             projection_dim=64, activation="none")).eval()
-    emb = encode_images(model, processor, [p[0] for p in pairs[:3]], progress=False)
-    assert emb.density() == 1.0
+def test_normalize_rows_gives_unit_rows_and_keeps_empty_rows(dense):
+    emb = SparseEmbeddings.from_dense(dense)
+    unit = normalize_rows(emb)
+    expected = torch.nn.functional.normalize(dense.double(), dim=-1).float()
+    torch.testing.assert_close(unit.to_dense(), expected, rtol=1e-6, atol=1e-7)
+    assert torch.equal(unit.indices, emb.indices) and unit.to_dense()[4].abs().sum() == 0

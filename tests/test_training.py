@@ -1,5 +1,6 @@
 """Training with Trainer: telemetry, the cap, checkpoints with code, evolution folders, cached towers,
-resume after a kill, NaN stop, torchrun with 2 gloo processes."""
+resume after a kill, NaN stop, the sparse gather choice, recipes and log-space flags, torchrun with 2 gloo
+processes."""
 
 import json
 import math
@@ -24,7 +25,7 @@ def _flags(towers, data, out, **extra):
         "projection_dim": 256, "dataset": data, "output_dir": out, "per_device_train_batch_size": 8,
         "max_steps": 8, "learning_rate": 5e-3, "logging_steps": 1, "save_steps": 4, "seed": 0,
         "use_cpu": True, "report_to": "none", "dataloader_num_workers": 0, "max_text_length": 32,
-        "logit_scale_init": 10.0, "logit_scale_cap": 12.0, "disable_tqdm": True, "save_total_limit": 3,
+        "logit_scale_init_value": math.log(10.0), "logit_scale_max": math.log(12.0), "disable_tqdm": True, "save_total_limit": 3,
     }
     flags.update(extra)
     out_flags = []
@@ -42,7 +43,7 @@ def _free_port() -> int:
 
 
 def _train(flags, callbacks=()):
-    from training.train_sparse_clip import parse_args, train
+    from modeling_sparse_clip.training import parse_args, train
 
     return train(*parse_args(flags), callbacks=callbacks)
 
@@ -105,7 +106,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_towers_dir, emoji_data
         import os, sys
         sys.path.insert(0, {str(REPO)!r})
         from transformers import TrainerCallback
-        from training.train_sparse_clip import parse_args, train
+        from modeling_sparse_clip.training import parse_args, train
         class Kill(TrainerCallback):
             def on_step_end(self, args, state, control, **kw):
                 if state.global_step == 6:
@@ -126,7 +127,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_towers_dir, emoji_data
 def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tiny_towers_dir, emoji_dataset_dir, tmp_path):
     from transformers import TrainerCallback
 
-    from training.trainer import NonFiniteLossError
+    from modeling_sparse_clip.training import NonFiniteLossError
 
     class Corrupt(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kw):
@@ -143,13 +144,83 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tiny_towers_di
 
 
 @pytest.mark.slow
-def test_torchrun_two_gloo_processes(tiny_towers_dir, emoji_dataset_dir, tmp_path):
+@pytest.mark.parametrize("sparse_gather", [False, True])
+def test_torchrun_two_gloo_processes(tiny_towers_dir, emoji_dataset_dir, tmp_path, sparse_gather):
+    """The training command under torchrun, with the dense gather and with `--sparse_gather` (non-zeros only)."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "training.train_sparse_clip", *_flags(tiny_towers_dir, emoji_dataset_dir, out, per_device_train_batch_size=4,
-                                                       max_steps=3, save_steps=100, ddp_backend="gloo")]
+           "-m", "modeling_sparse_clip.cli.train", *_flags(tiny_towers_dir, emoji_dataset_dir, out, per_device_train_batch_size=4,
+                                                       max_steps=3, save_steps=100, ddp_backend="gloo", sparse_gather=sparse_gather)]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+    assert all(math.isfinite(e["loss"]) for e in state["log_history"] if "loss" in e)
     SparseCLIPModel.from_pretrained(out)
+
+
+def test_sparse_gather_flag_makes_the_trainer_pass_the_sparse_gather(tiny_towers_dir, emoji_dataset_dir, tmp_path):
+    """The gather is the trainer's choice: `--sparse_gather` -> every forward gets the sparse gather (exact
+    gradients for relu/topk), otherwise no gather_fn (the model's dense default)."""
+    from transformers import TrainerCallback
+
+    from modeling_sparse_clip import sparse_gather
+    from modeling_sparse_clip.training import sparse_gather_fn
+
+    assert sparse_gather_fn("relu") is sparse_gather.sparse_all_gather_with_sparse_grad
+    assert sparse_gather_fn("topk") is sparse_gather.sparse_all_gather_with_sparse_grad
+    assert sparse_gather_fn("none") is sparse_gather.sparse_all_gather_with_grad
+
+    def gathers_seen(**extra):
+        seen = []
+
+        class Spy(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kw):
+                model.register_forward_pre_hook(lambda module, a, kwargs: seen.append(kwargs.get("gather_fn")), with_kwargs=True)
+
+        _train(_flags(tiny_towers_dir, emoji_dataset_dir, tmp_path / str(len(extra)), max_steps=2, save_steps=100, **extra), callbacks=[Spy()])
+        return seen
+
+    assert gathers_seen(sparse_gather=True) == [sparse_gather.sparse_all_gather_with_sparse_grad] * 2
+    assert gathers_seen() == [None, None]
+
+
+def test_recipes_by_name_or_path_from_any_directory(tmp_path, monkeypatch):
+    from modeling_sparse_clip.recipes import available_recipes, recipe_path
+    from modeling_sparse_clip.training import parse_args
+
+    monkeypatch.chdir(tmp_path)  # the shipped recipes do not depend on the working directory
+    assert {"embedded_sparse", "embedded_dense", "vlm_embedded", "paper_vit_b32"} <= set(available_recipes())
+    assert recipe_path("embedded_sparse") == recipe_path("embedded_sparse.json")
+    model_args, data_args, training_args = parse_args(["embedded_sparse", "--output_dir", "out"])
+    # the recipe's log-space values are exactly the logs of the old linear 10 and 100 (the main job's numbers)
+    assert model_args.logit_scale_init_value == math.log(10.0) and model_args.logit_scale_max == math.log(100.0)
+    assert (model_args.projection_dim, model_args.activation, data_args.max_per_source) == (8192, "relu", 3000)
+    # a file that exists is used as is, flags after it override it
+    mine = json.loads(recipe_path("embedded_dense").read_text())
+    (tmp_path / "mine.json").write_text(json.dumps({**mine, "projection_dim": 256}))
+    model_args, _, training_args = parse_args(["mine.json", "--learning_rate", "0.01", "--output_dir", "out"])
+    assert (model_args.projection_dim, model_args.activation, training_args.learning_rate) == (256, "none", 0.01)
+    with pytest.raises(FileNotFoundError, match="embedded_sparse"):
+        parse_args(["no_such_recipe", "--output_dir", "out"])
+
+
+def test_logit_scale_flags_are_log_space_and_a_linear_value_is_refused(capsys):
+    from modeling_sparse_clip.cli.train import main
+    from modeling_sparse_clip.training import parse_args
+
+    base = ["--vision_tower", "clip-vit-b-32", "--text_tower", "clip-text-b", "--output_dir", "out", "--use_cpu", "true"]
+    with pytest.raises(ValueError, match=r"^--logit_scale_max 100 looks like a linear scale; pass its log \(ln 100 = 4\.605\)$"):
+        parse_args([*base, "--logit_scale_max", "100"])
+    with pytest.raises(ValueError, match=r"--logit_scale_init_value 14.2857 looks like a linear scale; pass its log \(ln 14.2857 = 2\.659\)"):
+        parse_args([*base, "--logit_scale_init_value", "14.2857"])
+    with pytest.raises(ValueError, match="--logit_scale_cap .* is now --logit_scale_max, in log space"):
+        parse_args([*base, "--logit_scale_cap", "100"])
+    model_args = parse_args([*base, "--logit_scale_max", "3.912023005428146"])[0]
+    assert model_args.logit_scale_max == math.log(50.0)
+
+    with pytest.raises(SystemExit) as stop:
+        main([*base, "--logit_scale_max", "100"])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: --logit_scale_max 100 looks like a linear scale; pass its log (ln 100 = 4.605) (run with --debug for the traceback)"

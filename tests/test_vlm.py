@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from interpret_fixtures import EMBEDDED_MODEL, NOTO_EMOJI, REPO_ROOT, build_fresh_head_model, emoji_sample, render_emoji
+from interpret_fixtures import EMBEDDED_MODEL, REPO_ROOT, build_fresh_head_model, emoji_sample, render_emoji
+from modeling_sparse_clip.constants import EMOJI_FONT
 
 EMBEDDED_VLM = EMBEDDED_MODEL.parent / "vlm"
 
-if not NOTO_EMOJI.exists():
+if not EMOJI_FONT.exists():
     pytest.skip("Noto Color Emoji is not installed: apt-get install fonts-noto-color-emoji", allow_module_level=True)
 
 
@@ -38,17 +39,21 @@ def tiny_vlm(tokenizer, num_features: int, seed: int = 0, feature_scale: float =
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
-    from modeling_sparse_clip.interpret import FeatureEncoder
+def sparse_clip_dir(tmp_path_factory):
+    return build_fresh_head_model(tmp_path_factory.mktemp("sparse") / "fresh-head", projection_dim=384)
 
-    folder = build_fresh_head_model(tmp_path_factory.mktemp("sparse") / "fresh-head", projection_dim=384)
-    return FeatureEncoder.from_pretrained(folder, cache_dir=None)
+
+@pytest.fixture(scope="module")
+def encoder(sparse_clip_dir):
+    from modeling_sparse_clip.encoding import SparseCLIPEncoder
+
+    return SparseCLIPEncoder.from_pretrained(sparse_clip_dir, cache_dir=None, progress=False)
 
 
 @pytest.fixture(scope="module")
 def emoji_acts(encoder):
     chars, names = emoji_sample(16)
-    return encoder.encode_images(render_emoji(chars), progress=False).toarray(), names
+    return encoder.encode_images(render_emoji(chars)).to_dense().numpy(), names
 
 
 @pytest.fixture(scope="module")
@@ -226,18 +231,19 @@ def test_bad_inputs_say_what_to_do(trained, emoji_acts):
 
 # ---------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_training_command_end_to_end(encoder, tmp_path):
+def test_training_command_end_to_end(encoder, sparse_clip_dir, tmp_path):
     """`python -m training.train_vlm CONFIG` on 48 real corpus images for a few steps: a loadable VLM + summary."""
+    from modeling_sparse_clip.recipes import recipe_path
     from modeling_sparse_clip.vlm import SparseFeatureCaptioner
 
     out = tmp_path / "vlm"
-    cmd = [sys.executable, "-m", "training.train_vlm", str(REPO_ROOT / "training/configs/vlm_embedded.json"),
-           "--sparse_clip_model", encoder.source, "--output_dir", str(out), "--feature_cache_dir", str(tmp_path / "cache"),
+    cmd = [sys.executable, "-m", "training.train_vlm", str(recipe_path("vlm_embedded")),
+           "--sparse_clip_model", str(sparse_clip_dir), "--output_dir", str(out), "--feature_cache_dir", str(tmp_path / "cache"),
            "--max_train_samples", "48", "--max_eval_samples", "8", "--max_steps", "4", "--per_device_train_batch_size", "16",
            "--hidden_size", "32", "--num_hidden_layers", "1", "--intermediate_size", "64", "--adapter_hidden_size", "32",
            "--vocab_size", "300", "--report_to", "none", "--eval_strategy", "no", "--disable_tqdm", "true",
            "--data_cache_dir", str(REPO_ROOT / ".cache" / "data")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "SPARSE_CLIP_INTERPRET_CACHE": str(tmp_path / "interpret")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "SPARSE_CLIP_FEATURE_CACHE": str(tmp_path / "features")}
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "vlm_training.json").read_text())
@@ -245,13 +251,13 @@ def test_training_command_end_to_end(encoder, tmp_path):
     assert np.isfinite(summary["validation_loss"]) and summary["validation_captions"]["images"] == 8
     captioner = SparseFeatureCaptioner.from_pretrained(out, encoder=encoder)
     assert captioner.vlm.config.sparse_clip_fingerprint == encoder.fingerprint()
-    assert len(captioner.caption(np.zeros((2, encoder.num_features), np.float32))) == 2
+    assert len(captioner.caption(np.zeros((2, encoder.width), np.float32))) == 2
 
 
 NEEDS_TRAINED_VLM = pytest.mark.skipif(
     not (EMBEDDED_MODEL / "config.json").exists() or not (EMBEDDED_VLM / "config.json").exists(),
     reason=f"the trained embedded model ({EMBEDDED_MODEL}) or its VLM ({EMBEDDED_VLM}) is absent: run `make main`, then "
-           "`python -m training.train_vlm training/configs/vlm_embedded.json`",
+           "`sparse-clip-train-vlm vlm_embedded`",
 )
 
 
@@ -269,7 +275,7 @@ def suppression_trials():
     captioner = SparseFeatureCaptioner.from_pretrained(EMBEDDED_VLM, encoder=EMBEDDED_MODEL)
     test = build_corpus(cache_dir=REPO_ROOT / ".cache" / "data")["test"]
     rows, words = select_concept_images(test, ["fashion_mnist"], 200, seed=0)["fashion_mnist"]
-    acts = cached_image_activations(captioner.encoder, test.select(rows), REPO_ROOT / ".cache" / "vlm").to_dense().numpy()
+    acts = cached_image_activations(captioner.encoder, test.select(rows)).to_dense().numpy()
     before = captioner.caption(acts)
     named = [i for i, (b, w) in enumerate(zip(before, words)) if mentions(b, w)]
     labels = sorted(set(words))

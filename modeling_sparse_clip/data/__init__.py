@@ -2,20 +2,19 @@
 
     from modeling_sparse_clip.data import build_corpus, load_eval_sets, build_vocabulary, load_image_text_dataset
 
-`python -m modeling_sparse_clip.data.install_sources` (or `make sources`) installs every source.
+`make sources` (`python .ci/install_sources.py`) installs every source; `sparse-clip-build-data`
+builds everything and writes the data card. The default cache is `constants.DATA_CACHE_DIR`.
 """
 
 from .captions import normalize_caption, normalize_captions
 from .corpus import DEFAULT_MAX_PER_SOURCE, SPLIT_FRACTIONS, build_corpus, corpus_report, format_report, split_of
 from .data_card import render_data_card, write_data_card
 from .eval_sets import EvalSet, load_eval_sets
-from .install_sources import DEFAULT_CACHE_DIR
 from .sources import SOURCES, build_source_dataset
 from .user_data import load_image_text_dataset
 from .vocabulary import build_vocabulary, load_vocabulary
 
 __all__ = [
-    "DEFAULT_CACHE_DIR",
     "DEFAULT_MAX_PER_SOURCE",
     "SOURCES",
     "SPLIT_FRACTIONS",

@@ -15,19 +15,19 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 import datasets
 from filelock import FileLock
 
-from .install_sources import DEFAULT_CACHE_DIR
+from ..atomic import atomic_dir
+from ..constants import DATA_CACHE_DIR
 from .sources import (
     BUILDER_VERSION,
     SOURCES,
-    _digest,
     build_source_dataset,
+    data_digest,
     fashion_mnist_png,
     image_hash,
     read_fashion_mnist,
@@ -142,7 +142,7 @@ def _merge(builds: list[datasets.Dataset], reserved_hashes: set[str]) -> tuple[d
 
 
 def build_corpus(
-    cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
+    cache_dir: str | os.PathLike = DATA_CACHE_DIR,
     max_per_source: None | int | dict = None,
     sources: list[str] | None = None,
 ) -> datasets.DatasetDict:
@@ -158,10 +158,10 @@ def build_corpus(
     limits = resolve_limits(max_per_source, names)
     names = _available_sources(names, cache_dir)
     if not names:
-        raise FileNotFoundError("no data source is installed: run `make sources` (python -m modeling_sparse_clip.data.install_sources)")
+        raise FileNotFoundError("no data source is installed: run `make sources` (python .ci/install_sources.py)")
 
     fingerprints = {name: source_fingerprint(SOURCES[name], cache_dir, limits[name]) for name in names}
-    fingerprint = _digest("corpus", BUILDER_VERSION, fingerprints, SPLIT_FRACTIONS)
+    fingerprint = data_digest("corpus", BUILDER_VERSION, fingerprints, SPLIT_FRACTIONS)
     path = Path(cache_dir) / f"corpus-{fingerprint}"
     if not (path / "dataset_dict.json").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,18 +185,15 @@ def _build_and_save(names, limits, cache_dir, fingerprints, fingerprint, path: P
             for split in SPLIT_FRACTIONS
         }
     )
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # an explicit shard count: datasets 5.2 cannot load back an empty split saved with its default of 0 shards
-    corpus.save_to_disk(str(tmp), num_shards={split: max(1, len(d) // 20000) for split, d in corpus.items()})
-    report = corpus_report(corpus)
-    seconds = time.perf_counter() - start
-    (tmp / "build_report.json").write_text(
-        json.dumps({"fingerprint": fingerprint, "sources": fingerprints, "limits": limits, "merge": stats,
-                    "seconds": round(seconds, 1), "counts": report}, indent=2)
-    )
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    with atomic_dir(path) as tmp:
+        # an explicit shard count: datasets 5.2 cannot load back an empty split saved with its default of 0 shards
+        corpus.save_to_disk(str(tmp), num_shards={split: max(1, len(d) // 20000) for split, d in corpus.items()})
+        report = corpus_report(corpus)
+        seconds = time.perf_counter() - start
+        (tmp / "build_report.json").write_text(
+            json.dumps({"fingerprint": fingerprint, "sources": fingerprints, "limits": limits, "merge": stats,
+                        "seconds": round(seconds, 1), "counts": report}, indent=2)
+        )
     logger.info(
         "corpus %s built in %.0fs (%d duplicate images merged, %d Fashion-MNIST test images removed)\n%s",
         fingerprint, seconds, stats["duplicates"], stats["reserved"], format_report(report),

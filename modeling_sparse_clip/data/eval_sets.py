@@ -19,7 +19,7 @@ import datasets
 
 from .captions import label_to_words
 from .corpus import build_corpus, column_values
-from .install_sources import DEFAULT_CACHE_DIR
+from ..constants import DATA_CACHE_DIR
 from .sources import (
     EMOJI_SOURCES,
     FASHION_MNIST_CLASSES,
@@ -39,9 +39,15 @@ CLIPART_EXCLUDED_CATEGORIES = {"unsorted", "special"}
 
 @dataclass
 class EvalSet:
+    """A named evaluation set, the one type every evaluation task and suite takes.
+
+    zero_shot: `dataset` has columns image, label (an index into `class_names`), and `templates` are
+    the prompts the class names are put in; retrieval: columns image, text (a list of captions per image).
+    """
+
     name: str
     task: Literal["zero_shot", "retrieval"]
-    dataset: datasets.Dataset  # zero_shot: image, label (index into class_names); retrieval: image, text (list[str])
+    dataset: datasets.Dataset
     class_names: list[str] | None = None
     templates: list[str] | None = None
 
@@ -110,7 +116,7 @@ def _retrieval_from(test: datasets.Dataset, name: str, sources: tuple[str, ...],
 
 
 def load_eval_sets(
-    cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
+    cache_dir: str | os.PathLike = DATA_CACHE_DIR,
     fashion_mnist_size: int | None = 1000,
     retrieval_size: int | None = 500,
     zero_shot_size: int | None = 1000,

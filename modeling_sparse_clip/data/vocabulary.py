@@ -12,11 +12,11 @@ import os
 import re
 from pathlib import Path
 
-from .install_sources import DEFAULT_CACHE_DIR
+from ..atomic import atomic_file
+from ..constants import DATA_CACHE_DIR, WORDNET_DIR
 
 logger = logging.getLogger(__name__)
 
-WORDNET_DIR = Path("/usr/share/wordnet")
 WORDNET_POS_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 WORDFREQ_TOP_N = 20000
 # Adjective lemmas may carry a syntactic marker: `aforesaid(a)`, `galore(ip)`, `elect(p)`.
@@ -52,7 +52,7 @@ def wordfreq_top_words(n: int = WORDFREQ_TOP_N) -> list[str]:
 
 
 def build_vocabulary(
-    path: str | os.PathLike | None = Path(DEFAULT_CACHE_DIR) / "vocabulary.txt",
+    path: str | os.PathLike | None = DATA_CACHE_DIR / "vocabulary.txt",
     wordnet_dir: str | os.PathLike = WORDNET_DIR,
     top_n: int = WORDFREQ_TOP_N,
 ) -> list[str]:
@@ -60,13 +60,13 @@ def build_vocabulary(
     words = list(dict.fromkeys(w for w in [*wordnet_first_lemmas(wordnet_dir), *wordfreq_top_words(top_n)] if w))
     if path is not None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(words) + "\n", encoding="utf-8")
+        with atomic_file(path) as tmp:
+            tmp.write_text("\n".join(words) + "\n", encoding="utf-8")
         logger.info("vocabulary: %d words written to %s", len(words), path)
     return words
 
 
-def load_vocabulary(path: str | os.PathLike = Path(DEFAULT_CACHE_DIR) / "vocabulary.txt") -> list[str]:
+def load_vocabulary(path: str | os.PathLike = DATA_CACHE_DIR / "vocabulary.txt") -> list[str]:
     """Read a vocabulary file written by `build_vocabulary` (building it first when absent)."""
     path = Path(path)
     if not path.exists():

@@ -3,7 +3,8 @@
 Feature i of every checkpoint is the same row of the same projection, trained further, so a
 feature can be followed through training: when its top words settle, when it starts to fire on
 images, whether it is multimodal from the start. Checkpoints that share frozen towers reuse the
-tower outputs (see `encoding`), so each extra checkpoint costs only its projection.
+tower outputs (the encoder's tower cache is keyed by the tower, not the head), so each extra
+checkpoint costs only its projection.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
+from modeling_sparse_clip.constants import FEATURE_CACHE_DIR
+from modeling_sparse_clip.encoding import SparseCLIPEncoder
+
 from .concept_labels import ConceptLabels, load_or_compute_concept_labels
-from .encoding import DEFAULT_CACHE_DIR, FeatureEncoder
 from .feature_atlas import FeatureAtlas, load_or_build_feature_atlas
 
 _PROGRESS = re.compile(r"progress_(\d+)")
@@ -58,21 +61,20 @@ class ConceptEvolution:
         images: Sequence | None = None,
         image_ids: Sequence[str] | None = None,
         captions: Sequence[str] | None = None,
-        atlas_name: str = "atlas",
-        cache_dir=DEFAULT_CACHE_DIR,
+        source: str = "",
+        cache_dir: str | Path | None = FEATURE_CACHE_DIR,
         top_k: int = 20,
         progress: bool = True,
     ) -> "ConceptEvolution":
-        """Compute (or load from each checkpoint's cache) labels and, given images, an atlas."""
+        """Compute (or load from each checkpoint's cache) labels and, given images, an atlas.
+        `cache_dir` holds the shared tower outputs (and the labels/atlases of read-only checkpoints)."""
         views = []
         for name, path in checkpoints:
-            encoder = FeatureEncoder.from_pretrained(path, cache_dir=cache_dir)
-            labels = load_or_compute_concept_labels(encoder, vocabulary, model_dir=path, cache_dir=cache_dir, top_k=top_k, progress=progress)
+            encoder = SparseCLIPEncoder.from_pretrained(path, name=name, cache_dir=cache_dir, progress=progress)
+            labels = load_or_compute_concept_labels(encoder, vocabulary, model_dir=path, cache_dir=cache_dir, top_k=top_k)
             atlas = None
             if images is not None:
-                atlas = load_or_build_feature_atlas(
-                    encoder, images, image_ids, captions, name=atlas_name, model_dir=path, cache_dir=cache_dir, progress=progress
-                )
+                atlas = load_or_build_feature_atlas(encoder, images, image_ids, captions, model_dir=path, cache_dir=cache_dir, source=source)
             views.append(CheckpointView(name, Path(path), labels, atlas))
             del encoder
             gc.collect()

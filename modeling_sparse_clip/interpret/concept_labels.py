@@ -5,9 +5,9 @@ words) goes through the text tower alone; feature i is labelled by the words wit
 activation of i. Scores are activations of the L2-normalised embedding (the share of the word's
 embedding that feature i carries), so long or frequent words with large norms do not dominate.
 
-The result is cached next to the model (`<model_dir>/interpret/concept_labels_<vocabulary hash>.safetensors`), keyed
-by a hash of the vocabulary and of the weights; when the model folder is read-only (a Hub
-snapshot) the cache goes to `<cache_dir>/<fingerprint>/`.
+The result is one safetensors file (tensors + the vocabulary in its metadata) in `interpret_dir`
+(`<model_dir>/interpret/` when writable, else the feature cache), named by the model fingerprint
+and the vocabulary: change either and it is recomputed.
 """
 
 from __future__ import annotations
@@ -21,28 +21,33 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from .encoding import DEFAULT_CACHE_DIR, FeatureEncoder, hash_strings, load_safetensors_with_metadata
+from modeling_sparse_clip.caching import TensorCache, fingerprint, load_tensors
+from modeling_sparse_clip.constants import FEATURE_CACHE_DIR
+from modeling_sparse_clip.encoding import SparseCLIPEncoder
+from modeling_sparse_clip.sparse_embeddings import normalize_rows
 
-LABELS_FILE = "concept_labels_{vocabulary_hash}.safetensors"  # one file per vocabulary: no cache thrash
+LABELS_KIND = "concept_labels"
 
 
-def interpret_dir(encoder: FeatureEncoder, model_dir: str | os.PathLike | None = None, cache_dir=None) -> Path:
-    """Where the caches of this model live: `<model_dir>/interpret` if writable, else a cache dir."""
-    model_dir = model_dir or getattr(encoder, "source", None)
-    if model_dir and Path(model_dir).is_dir():
+def interpret_dir(model_dir: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where a model's labels and atlases live: `<model_dir>/interpret` when that folder is writable
+    (they travel with the model), else `cache_dir` (default: the feature cache; a Hub snapshot, say)."""
+    if model_dir is not None and Path(model_dir).is_dir():
         target = Path(model_dir) / "interpret"
         try:
             target.mkdir(exist_ok=True)
-            probe = target / ".write-probe"
-            probe.touch()
-            probe.unlink()
-            return target
         except OSError:
             pass
-    return Path(cache_dir or encoder.cache_dir or DEFAULT_CACHE_DIR) / encoder.fingerprint()
+        if target.is_dir() and os.access(target, os.W_OK):
+            return target
+    return Path(cache_dir if cache_dir is not None else FEATURE_CACHE_DIR)
+
+
+def interpret_cache(model_dir=None, cache_dir=None) -> TensorCache:
+    """The TensorCache holding a model's labels and atlases (see `interpret_dir`)."""
+    return TensorCache(interpret_dir(model_dir, cache_dir))
 
 
 @dataclass
@@ -97,69 +102,62 @@ class ConceptLabels:
         rows, cols = np.nonzero(self.top_words[:, :n] == self._word_index[word])
         return [int(r) for r in rows[np.argsort(cols, kind="stable")]]
 
-    # -- storage --------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        metadata = {"fingerprint": self.fingerprint, "vocabulary_hash": hash_strings(self.vocabulary)}
-        save_file(
-            {"top_words": self.top_words.astype(np.int32), "top_scores": self.top_scores.astype(np.float32), "word_counts": self.word_counts.astype(np.int32)},
-            str(path),
-            metadata=metadata,
+    # -- storage (one safetensors file: the arrays, and the vocabulary in its metadata) ------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            "top_words": torch.from_numpy(self.top_words.astype(np.int32)),
+            "top_scores": torch.from_numpy(self.top_scores.astype(np.float32)),
+            "word_counts": torch.from_numpy(self.word_counts.astype(np.int32)),
+        }
+
+    def metadata(self) -> dict[str, str]:
+        return {"model_fingerprint": self.fingerprint, "vocabulary": json.dumps(self.vocabulary)}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> "ConceptLabels":
+        return cls(
+            json.loads(metadata["vocabulary"]),
+            tensors["top_words"].numpy(),
+            tensors["top_scores"].numpy(),
+            tensors["word_counts"].numpy(),
+            metadata.get("model_fingerprint", ""),
         )
-        path.with_suffix(".vocab.json").write_text(json.dumps(self.vocabulary))
-        return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ConceptLabels":
-        path = Path(path)
-        arrays, metadata = load_safetensors_with_metadata(path)
-        vocabulary = json.loads(path.with_suffix(".vocab.json").read_text())
-        return cls(vocabulary, arrays["top_words"], arrays["top_scores"], arrays["word_counts"], metadata.get("fingerprint", ""))
-
-    @staticmethod
-    def cache_matches(path: Path, fingerprint: str, vocabulary: Sequence[str]) -> bool:
-        from safetensors import safe_open
-
-        if not path.exists() or not path.with_suffix(".vocab.json").exists():
-            return False
-        with safe_open(str(path), "np") as f:
-            metadata = f.metadata() or {}
-        return metadata.get("fingerprint") == fingerprint and metadata.get("vocabulary_hash") == hash_strings(vocabulary)
+        return cls.from_tensors(*load_tensors(path))
 
 
 @torch.no_grad()
 def compute_concept_labels(
-    encoder: FeatureEncoder,
+    encoder: SparseCLIPEncoder,
     vocabulary: Sequence[str],
     top_k: int = 20,
     batch_size: int = 256,
     chunk_size: int = 2048,
-    progress: bool = True,
 ) -> ConceptLabels:
     """Run the vocabulary through the text tower and keep, per feature, the `top_k` words.
 
-    Memory stays bounded (a running top-k over chunks of words), so dense baselines work too.
+    The pooled tower outputs are cached by the encoder (keyed by the text tower and the vocabulary),
+    so checkpoints that share a frozen text tower only re-project. Memory stays bounded (a running
+    top-k over chunks of words), so dense baselines work too.
     """
     vocabulary = list(vocabulary)
     if not vocabulary:
         raise ValueError("The vocabulary is empty: pass the word list from modeling_sparse_clip.data.build_vocabulary().")
-    pooled = encoder.pooled_texts(vocabulary, batch_size=batch_size, progress=progress, cache_key=hash_strings(vocabulary))
-    num_features = encoder.num_features
+    pooled = encoder.pool_texts(vocabulary, cache_key=fingerprint(vocabulary), desc="vocabulary", batch_size=batch_size)
+    num_features = encoder.width
     k = min(top_k, len(vocabulary))
     best_scores = torch.full((num_features, k), -1.0)
     best_words = torch.full((num_features, k), -1, dtype=torch.long)
     word_counts = torch.zeros(num_features, dtype=torch.long)
     starts = range(0, len(vocabulary), chunk_size)
-    for start in tqdm(starts, desc="concept labels", unit="chunk", disable=not progress or len(starts) < 2):
-        acts = encoder.project("text", torch.from_numpy(pooled[start : start + chunk_size])).float().cpu()
-        scores = torch.nn.functional.normalize(acts, dim=-1).t()  # features x words
+    for start in tqdm(starts, desc="concept labels", unit="chunk", disable=not encoder.progress or len(starts) < 2):
+        scores = normalize_rows(encoder.project_texts(pooled[start : start + chunk_size])).to_dense().t()  # features x words
         word_counts += (scores > 0).sum(dim=1)
         ids = torch.arange(start, start + scores.shape[1]).expand(num_features, -1)
-        merged_scores = torch.cat([best_scores, scores], dim=1)
-        merged_words = torch.cat([best_words, ids], dim=1)
-        best_scores, order = merged_scores.topk(k, dim=1)
-        best_words = merged_words.gather(1, order)
+        best_scores, order = torch.cat([best_scores, scores], dim=1).topk(k, dim=1)
+        best_words = torch.cat([best_words, ids], dim=1).gather(1, order)
     best_words[best_scores <= 0] = -1  # a word with zero activation does not name the feature
     return ConceptLabels(
         vocabulary,
@@ -171,33 +169,30 @@ def compute_concept_labels(
 
 
 def load_or_compute_concept_labels(
-    encoder: FeatureEncoder,
+    encoder: SparseCLIPEncoder,
     vocabulary: Sequence[str] | None = None,
     model_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     top_k: int = 20,
-    progress: bool = True,
 ) -> ConceptLabels:
-    """Concept labels from the cache when vocabulary and weights match, else computed and cached."""
+    """Concept labels from the cache (`interpret_dir(model_dir, cache_dir)`) when the model and the
+    vocabulary match, else computed and cached."""
     if vocabulary is None:
         from modeling_sparse_clip.data import build_vocabulary
 
         vocabulary = build_vocabulary()
     vocabulary = list(vocabulary)
-    path = interpret_dir(encoder, model_dir, cache_dir) / LABELS_FILE.format(vocabulary_hash=hash_strings(vocabulary))
-    if ConceptLabels.cache_matches(path, encoder.fingerprint(), vocabulary):
-        labels = ConceptLabels.load(path)
-        if labels.top_words.shape[1] >= min(top_k, len(vocabulary)):
-            return labels
-    labels = compute_concept_labels(encoder, vocabulary, top_k=top_k, progress=progress)
-    try:
-        labels.save(path)
-    except OSError:
-        pass
+    cache = interpret_cache(model_dir, cache_dir)
+    key = fingerprint(encoder.fingerprint(), vocabulary, top_k)
+    path = cache.path(LABELS_KIND, key)
+    if path.exists():
+        return ConceptLabels.load(path)
+    labels = compute_concept_labels(encoder, vocabulary, top_k=top_k)
+    cache.save(LABELS_KIND, key, labels.tensors(), labels.metadata())
     return labels
 
 
-def concept_features(encoder: FeatureEncoder, concept: str, top_k: int = 2) -> list[tuple[int, float]]:
+def concept_features(encoder: SparseCLIPEncoder, concept: str, top_k: int = 2) -> list[tuple[int, float]]:
     """The `top_k` features a concept word activates most through the text tower (the paper's
     way of turning a word into features to steer). Returns (feature, normalised activation) pairs."""
     concept = concept.strip()

@@ -5,8 +5,8 @@ plain and magnitude-weighted) and the modality score of Papadimitriou et al. (20
 E_img[a] / (E_img[a] + E_txt[a]) over paired image/caption data (0.5 = multimodal).
 
 Activations are those of the L2-normalised embeddings (what similarity search sees). The atlas keeps
-the image (and caption) activations themselves as CSR matrices, so the same file serves retrieval;
-it is written once as one safetensors file plus a small JSON of ids, and loads in milliseconds.
+the image (and caption) activations themselves as `SparseEmbeddings`, so the same file serves
+retrieval; it is one safetensors file (ids and captions in its metadata) and loads in milliseconds.
 """
 
 from __future__ import annotations
@@ -14,15 +14,19 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import scipy.sparse as sp
-from safetensors.numpy import save_file
+import torch
 
-from .concept_labels import interpret_dir
-from .encoding import FeatureEncoder, hash_strings, l2_normalize_rows, load_safetensors_with_metadata
+from modeling_sparse_clip.caching import fingerprint, load_tensors
+from modeling_sparse_clip.encoding import SparseCLIPEncoder
+from modeling_sparse_clip.sparse_embeddings import SparseEmbeddings, normalize_rows
+
+from .concept_labels import interpret_cache
+
+ATLAS_KIND = "atlas"
+_CSR_PARTS = ("indptr", "indices", "values")
 
 
 class DatasetImages:
@@ -34,58 +38,40 @@ class DatasetImages:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index):
+        if isinstance(index, slice):  # the encoder reads a batch as a slice: decode it in one call
+            return self.dataset[index][self.column]
         return self.dataset[int(index)][self.column]
-
-
-def _csr_arrays(prefix: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
-    matrix = sp.csr_matrix(matrix)
-    matrix.sort_indices()
-    return {
-        f"{prefix}.data": matrix.data.astype(np.float16),
-        f"{prefix}.indices": matrix.indices.astype(np.int32),
-        f"{prefix}.indptr": matrix.indptr.astype(np.int64),
-        f"{prefix}.shape": np.asarray(matrix.shape, np.int64),
-    }
-
-
-def _csr_from(arrays: dict[str, np.ndarray], prefix: str) -> sp.csr_matrix | None:
-    if f"{prefix}.data" not in arrays:
-        return None
-    shape = tuple(int(s) for s in arrays[f"{prefix}.shape"])
-    return sp.csr_matrix(
-        (arrays[f"{prefix}.data"].astype(np.float32), arrays[f"{prefix}.indices"], arrays[f"{prefix}.indptr"]), shape=shape
-    )
 
 
 @dataclass
 class FeatureAtlas:
-    """image_acts / text_acts: CSR [num_images, num_features] normalised activations (text optional).
+    """image_acts / text_acts: [num_images, num_features] normalised activations (text optional).
     top_images: int32 [F, k] row indices (-1 = fewer images fire), top_acts: float32 [F, k].
     density: fraction of images where the feature fires; weighted_density: mean activation / max
     activation (magnitude-weighted frequency); modality: E_img/(E_img+E_txt), NaN without captions
     or when the feature never fires."""
 
     image_ids: list[str]
-    image_acts: sp.csr_matrix
+    image_acts: SparseEmbeddings
     top_images: np.ndarray
     top_acts: np.ndarray
     density: np.ndarray
     weighted_density: np.ndarray
     modality: np.ndarray
-    text_acts: sp.csr_matrix | None = None
+    text_acts: SparseEmbeddings | None = None
     captions: list[str] | None = None
     fingerprint: str = ""
     source: str = ""
-    extra: dict = field(default_factory=dict)
+    _index: object = field(default=None, repr=False, compare=False)
 
     @property
     def num_features(self) -> int:
-        return int(self.image_acts.shape[1])
+        return self.image_acts.width
 
     @property
     def num_images(self) -> int:
-        return int(self.image_acts.shape[0])
+        return len(self.image_acts)
 
     def check_feature(self, feature: int) -> None:
         if not 0 <= int(feature) < self.num_features:
@@ -96,6 +82,10 @@ class FeatureAtlas:
         self.check_feature(feature)
         rows, acts = self.top_images[feature, :n], self.top_acts[feature, :n]
         return [(int(r), float(a)) for r, a in zip(rows, acts) if r >= 0]
+
+    def image_activations(self, row: int) -> np.ndarray:
+        """One image's normalised activations as a dense float32 vector."""
+        return self.image_acts[int(row)].to_dense()[0].float().numpy()
 
     def summary(self, feature: int) -> dict:
         self.check_feature(feature)
@@ -110,16 +100,13 @@ class FeatureAtlas:
 
     def image_index(self):
         """A `SparseIndex` over the image activations (built on first use) for exact retrieval."""
-        if self.extra.get("_index") is None:
-            import torch
-
-            from modeling_sparse_clip.sparse_embeddings import SparseEmbeddings
+        if self._index is None:
             from modeling_sparse_clip.sparse_index import SparseIndex
 
             index = SparseIndex(self.num_features)
-            index.add(SparseEmbeddings.from_scipy(self.image_acts, dtype=torch.float32))
-            self.extra["_index"] = index
-        return self.extra["_index"]
+            index.add(self.image_acts)
+            self._index = index
+        return self._index
 
     def modality_kind(self, feature: int) -> str:
         score = self.summary(feature)["modality"]
@@ -131,134 +118,135 @@ class FeatureAtlas:
             return "text-only"
         return "multimodal"
 
-    # -- storage --------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {
-            **_csr_arrays("image_acts", self.image_acts),
-            "top_images": self.top_images.astype(np.int32),
-            "top_acts": self.top_acts.astype(np.float32),
-            "density": self.density.astype(np.float32),
-            "weighted_density": self.weighted_density.astype(np.float32),
-            "modality": self.modality.astype(np.float32),
+    # -- storage (one safetensors file: the arrays, ids/captions/source in its metadata) -----------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {
+            "top_images": torch.from_numpy(self.top_images.astype(np.int32)),
+            "top_acts": torch.from_numpy(self.top_acts.astype(np.float32)),
+            "density": torch.from_numpy(self.density.astype(np.float32)),
+            "weighted_density": torch.from_numpy(self.weighted_density.astype(np.float32)),
+            "modality": torch.from_numpy(self.modality.astype(np.float32)),
         }
-        if self.text_acts is not None:
-            arrays.update(_csr_arrays("text_acts", self.text_acts))
-        tmp = path.with_suffix(".tmp")
-        save_file(arrays, str(tmp), metadata={"fingerprint": self.fingerprint, "ids_hash": hash_strings(self.image_ids)})
-        os.replace(tmp, path)
-        extra = {k: v for k, v in self.extra.items() if not k.startswith("_")}
-        sidecar = {"image_ids": self.image_ids, "captions": self.captions, "source": self.source, "extra": extra}
-        path.with_suffix(".json").write_text(json.dumps(sidecar))
-        return path
+        for prefix, acts in (("image_acts", self.image_acts), ("text_acts", self.text_acts)):
+            if acts is not None:
+                tensors.update({f"{prefix}.{part}": getattr(acts, part) for part in _CSR_PARTS})
+        return tensors
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "model_fingerprint": self.fingerprint, "source": self.source, "width": str(self.num_features),
+            "image_ids": json.dumps(self.image_ids), "captions": json.dumps(self.captions),
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> "FeatureAtlas":
+        width = int(metadata["width"])
+
+        def acts(prefix: str) -> SparseEmbeddings | None:
+            if f"{prefix}.indptr" not in tensors:
+                return None
+            return SparseEmbeddings(*(tensors[f"{prefix}.{part}"] for part in _CSR_PARTS), width)
+
+        return cls(
+            image_ids=json.loads(metadata["image_ids"]),
+            image_acts=acts("image_acts"),
+            top_images=tensors["top_images"].numpy(),
+            top_acts=tensors["top_acts"].numpy(),
+            density=tensors["density"].numpy(),
+            weighted_density=tensors["weighted_density"].numpy(),
+            modality=tensors["modality"].numpy(),
+            text_acts=acts("text_acts"),
+            captions=json.loads(metadata["captions"]),
+            fingerprint=metadata.get("model_fingerprint", ""),
+            source=metadata.get("source", ""),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureAtlas":
-        path = Path(path)
-        arrays, metadata = load_safetensors_with_metadata(path)
-        sidecar = json.loads(path.with_suffix(".json").read_text())
-        return cls(
-            image_ids=sidecar["image_ids"],
-            image_acts=_csr_from(arrays, "image_acts"),
-            top_images=arrays["top_images"],
-            top_acts=arrays["top_acts"],
-            density=arrays["density"],
-            weighted_density=arrays["weighted_density"],
-            modality=arrays["modality"],
-            text_acts=_csr_from(arrays, "text_acts"),
-            captions=sidecar.get("captions"),
-            fingerprint=metadata.get("fingerprint", ""),
-            source=sidecar.get("source", ""),
-            extra=sidecar.get("extra") or {},
-        )
-
-    @staticmethod
-    def cache_matches(path: Path, fingerprint: str, image_ids: Sequence[str]) -> bool:
-        from safetensors import safe_open
-
-        if not path.exists() or not path.with_suffix(".json").exists():
-            return False
-        with safe_open(str(path), "np") as f:
-            metadata = f.metadata() or {}
-        return metadata.get("fingerprint") == fingerprint and metadata.get("ids_hash") == hash_strings(list(image_ids))
+        return cls.from_tensors(*load_tensors(path))
 
 
-def atlas_statistics(image_acts: sp.csr_matrix, text_acts: sp.csr_matrix | None, top_k: int):
-    """Top images, densities and modality scores from normalised activation matrices."""
+def _column_sums(acts: SparseEmbeddings) -> torch.Tensor:
+    return torch.zeros(acts.width, dtype=torch.float64).index_add_(0, acts.indices.long(), acts.values.double())
+
+
+def atlas_statistics(image_acts: SparseEmbeddings, text_acts: SparseEmbeddings | None, top_k: int):
+    """Top images, densities and modality scores from normalised activations."""
     num_images, num_features = image_acts.shape
-    columns = sp.csc_matrix(image_acts)
+    rows = torch.repeat_interleave(torch.arange(num_images), image_acts.row_nnz()).numpy()
+    cols = image_acts.indices.numpy().astype(np.int64)
+    values = image_acts.values.float().numpy()
+    # entries grouped by feature, strongest first, ties by image row (a stable sort of each column)
+    order = np.lexsort((rows, -values, cols))
+    rows, cols, values = rows[order], cols[order], values[order]
+    fires = np.bincount(cols, minlength=num_features)
+    starts = np.concatenate([[0], np.cumsum(fires)[:-1]])
+    rank = np.arange(len(cols)) - starts[cols]
+    keep = rank < top_k
     top_images = np.full((num_features, top_k), -1, np.int32)
     top_acts = np.zeros((num_features, top_k), np.float32)
-    max_act = np.zeros(num_features, np.float32)
-    for feature in range(num_features):
-        start, end = columns.indptr[feature], columns.indptr[feature + 1]
-        if start == end:
-            continue
-        values, rows = columns.data[start:end], columns.indices[start:end]
-        keep = np.argsort(-values, kind="stable")[:top_k]
-        top_images[feature, : len(keep)] = rows[keep]
-        top_acts[feature, : len(keep)] = values[keep]
-        max_act[feature] = values[keep[0]]
-    fires = np.diff(columns.indptr).astype(np.float32)
-    density = fires / max(num_images, 1)
-    mean_image = np.asarray(image_acts.mean(axis=0)).ravel().astype(np.float32)
+    top_images[cols[keep], rank[keep]] = rows[keep]
+    top_acts[cols[keep], rank[keep]] = values[keep]
+    max_act = top_acts[:, 0] if top_k else np.zeros(num_features, np.float32)
+    density = fires.astype(np.float32) / max(num_images, 1)
+    mean_image = (_column_sums(image_acts) / max(num_images, 1)).float().numpy()
     weighted_density = np.divide(mean_image, max_act, out=np.zeros_like(mean_image), where=max_act > 0)
     modality = np.full(num_features, np.nan, np.float32)
     if text_acts is not None:
-        mean_text = np.asarray(text_acts.mean(axis=0)).ravel().astype(np.float32)
+        mean_text = (_column_sums(text_acts) / max(len(text_acts), 1)).float().numpy()
         total = mean_image + mean_text
         np.divide(mean_image, total, out=modality, where=total > 0)
     return top_images, top_acts, density, weighted_density, modality
 
 
+def images_key(image_ids: Sequence[str], source: str = "") -> str:
+    """What names an image set in the caches: its ids and where they come from."""
+    return fingerprint(source, [str(i) for i in image_ids])
+
+
 def build_feature_atlas(
-    encoder: FeatureEncoder,
+    encoder: SparseCLIPEncoder,
     images: Sequence,
     image_ids: Sequence[str],
     captions: Sequence[str] | None = None,
     top_k: int = 16,
     source: str = "",
-    progress: bool = True,
 ) -> FeatureAtlas:
-    """Encode `images` (and their paired `captions`, for the modality score) and summarise."""
+    """Encode `images` (and their paired `captions`, for the modality score) and summarise.
+
+    The tower outputs are cached by the encoder under the ids (and `source`): checkpoints that share a
+    frozen image tower only re-project."""
     image_ids = [str(i) for i in image_ids]
     if len(images) != len(image_ids):
         raise ValueError(f"{len(images)} images but {len(image_ids)} ids: give one id per image.")
     if captions is not None and len(captions) != len(images):
         raise ValueError(f"{len(captions)} captions for {len(images)} images: the modality score needs pairs.")
-    ids_key = hash_strings(image_ids)
-    image_acts = l2_normalize_rows(encoder.encode_images(images, progress=progress, cache_key=ids_key))
+    image_acts = normalize_rows(encoder.encode_images(images, cache_key=images_key(image_ids, source), desc="atlas"))
     text_acts = None
     if captions is not None:
         captions = [str(c) for c in captions]
-        text_acts = l2_normalize_rows(encoder.encode_texts(captions, progress=progress, cache_key=hash_strings(captions)))
+        text_acts = normalize_rows(encoder.encode_texts(captions, cache_key=fingerprint(captions), desc="atlas captions"))
     stats = atlas_statistics(image_acts, text_acts, top_k)
-    return FeatureAtlas(image_ids, image_acts, *stats, text_acts=text_acts, captions=list(captions) if captions else None,
-                        fingerprint=encoder.fingerprint(), source=source)
+    return FeatureAtlas(image_ids, image_acts, *stats, text_acts=text_acts, captions=captions, fingerprint=encoder.fingerprint(), source=source)
 
 
 def load_or_build_feature_atlas(
-    encoder: FeatureEncoder,
+    encoder: SparseCLIPEncoder,
     images: Sequence,
     image_ids: Sequence[str],
     captions: Sequence[str] | None = None,
-    name: str = "atlas",
     model_dir=None,
     cache_dir=None,
     top_k: int = 16,
     source: str = "",
-    progress: bool = True,
 ) -> FeatureAtlas:
-    """The atlas from `<model_dir>/interpret/<name>_<ids hash>.safetensors` when weights and ids match; else built and saved."""
-    path = interpret_dir(encoder, model_dir, cache_dir) / f"{name}_{hash_strings([str(i) for i in image_ids])}.safetensors"
-    if FeatureAtlas.cache_matches(path, encoder.fingerprint(), [str(i) for i in image_ids]):
-        atlas = FeatureAtlas.load(path)
-        if atlas.top_images.shape[1] >= top_k and (captions is None or atlas.text_acts is not None):
-            return atlas
-    atlas = build_feature_atlas(encoder, images, image_ids, captions, top_k=top_k, source=source, progress=progress)
-    try:
-        atlas.save(path)
-    except OSError:
-        pass
+    """The atlas from `interpret_dir(model_dir, cache_dir)` when the model, the images (ids, source),
+    the captions and `top_k` match; else built and cached."""
+    cache = interpret_cache(model_dir, cache_dir)
+    key = fingerprint(encoder.fingerprint(), images_key(image_ids, source), None if captions is None else [str(c) for c in captions], top_k)
+    path = cache.path(ATLAS_KIND, key)
+    if path.exists():
+        return FeatureAtlas.load(path)
+    atlas = build_feature_atlas(encoder, images, image_ids, captions, top_k=top_k, source=source)
+    cache.save(ATLAS_KIND, key, atlas.tensors(), atlas.metadata())
     return atlas

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
+from modeling_sparse_clip.encoding import SparseCLIPEncoder
+
 from .concept_labels import concept_features
-from .encoding import FeatureEncoder, l2_normalize, l2_normalize_rows
 
 STRENGTH_SCALES = ("max", "absolute")
 
@@ -71,7 +71,7 @@ def steer(activations: np.ndarray, edit: SteeringEdit) -> np.ndarray:
 
 
 def edit_from_concepts(
-    encoder: FeatureEncoder,
+    encoder: SparseCLIPEncoder,
     suppress: Sequence[str] = (),
     boost: Sequence[str] = (),
     top_k: int = 2,
@@ -91,49 +91,19 @@ def edit_from_concepts(
     return edit, resolved
 
 
-class ZeroShotClassifier:
-    """Class embeddings = normalised mean over prompt templates of normalised text embeddings."""
-
-    def __init__(self, encoder: FeatureEncoder, class_names: Sequence[str], templates: Sequence[str] = ("a photo of a {}.",)):
-        if not class_names:
-            raise ValueError("A zero-shot classifier needs at least one class name.")
-        self.class_names = list(class_names)
-        self.templates = list(templates) or ["{}"]
-        prompts = [t.format(c) for c in self.class_names for t in self.templates]
-        text = l2_normalize_rows(encoder.encode_texts(prompts, progress=False)).toarray()
-        mean = text.reshape(len(self.class_names), len(self.templates), -1).mean(axis=1)
-        norms = np.linalg.norm(mean, axis=1, keepdims=True)
-        self.class_embeddings = mean / np.where(norms > 0, norms, 1.0)
-        self.logit_scale = float(encoder.model.effective_logit_scale().detach())
-
-    def logits(self, image_activations: np.ndarray) -> np.ndarray:
-        acts = np.atleast_2d(image_activations).astype(np.float32)
-        norms = np.linalg.norm(acts, axis=1, keepdims=True)
-        return self.logit_scale * (acts / np.where(norms > 0, norms, 1.0)) @ self.class_embeddings.T
-
-    def probabilities(self, image_activations: np.ndarray) -> np.ndarray:
-        logits = self.logits(image_activations)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
-
-    def top(self, image_activation: np.ndarray, n: int = 5) -> list[tuple[str, float]]:
-        probs = self.probabilities(image_activation)[0]
-        order = np.argsort(-probs)[:n]
-        return [(self.class_names[i], float(probs[i])) for i in order]
-
-
 def retrieve(query_activation: np.ndarray, gallery, k: int = 5) -> list[tuple[int, float]]:
     """Top-k (row, cosine similarity) of a gallery: a `SparseIndex` (exact inverted-list search) or
-    an L2-normalised CSR matrix (a sparse product)."""
+    L2-normalised `SparseEmbeddings` (scored directly)."""
     from modeling_sparse_clip.sparse_index import SparseIndex
 
+    query = torch.from_numpy(np.asarray(query_activation, np.float32))
     if isinstance(gallery, SparseIndex):
-        query = torch.from_numpy(np.asarray(query_activation, np.float32)[None])
-        found = gallery.search(query, k=k, metric="cosine", backend="scipy")
+        found = gallery.search(query[None], k=k, metric="cosine", backend="scipy")
         return [(int(p), float(s)) for p, s in zip(found.positions[0], found.scores[0])]
-    query = l2_normalize(np.asarray(query_activation, np.float32))
-    scores = np.asarray(gallery @ query).ravel()
+    norm = float(query.norm())
+    query = query / norm if norm > 0 else query
+    rows = torch.repeat_interleave(torch.arange(len(gallery)), gallery.row_nnz())
+    scores = torch.zeros(len(gallery)).index_add_(0, rows, gallery.values.float() * query[gallery.indices.long()]).numpy()
     k = min(k, len(scores))
     order = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     order = order[np.argsort(-scores[order], kind="stable")]
@@ -148,16 +118,16 @@ class SteeringResult:
     after: list[tuple[str, float]]
     retrieval_before: list[tuple[int, float]]
     retrieval_after: list[tuple[int, float]]
-    # A later issue adds a small VLM: its caption of the image before/after steering goes here.
+    # the captioning VLM's answer (modeling_sparse_clip.vlm) before/after, when a captioner is given
     caption_before: str | None = None
     caption_after: str | None = None
 
 
 def steer_image(
-    encoder: FeatureEncoder,
+    encoder: SparseCLIPEncoder,
     image_activation: np.ndarray,
-    classifier: ZeroShotClassifier | None = None,
-    gallery: sp.csr_matrix | None = None,
+    classifier=None,
+    gallery=None,
     suppress: Sequence[str] = (),
     boost: Sequence[str] = (),
     suppress_features: Sequence[int] = (),
@@ -170,7 +140,9 @@ def steer_image(
 ) -> SteeringResult:
     """Zero-shot top-n and gallery retrieval for an image embedding, before and after an edit.
 
-    `captioner`, if given, is a callable (activations -> caption) for the VLM caption hook."""
+    `classifier`: a `modeling_sparse_clip.evaluation.zero_shot.ZeroShotClassifier` (its `top`);
+    `gallery`: a `SparseIndex` or normalised `SparseEmbeddings` (see `retrieve`); `captioner`, if
+    given, is a callable (activations -> caption) for the VLM caption hook."""
     edit, resolved = edit_from_concepts(encoder, suppress, boost, top_k, strength, strength_scale)
     edit.suppress = sorted(set(edit.suppress) | {int(f) for f in suppress_features})
     edit.boost = sorted(set(edit.boost) | {int(f) for f in boost_features})

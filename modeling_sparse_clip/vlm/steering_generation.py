@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from modeling_sparse_clip.interpret import FeatureEncoder, SteeringEdit, edit_from_concepts, steer
+from modeling_sparse_clip.constants import FEATURE_CACHE_DIR
+from modeling_sparse_clip.encoding import SparseCLIPEncoder
+from modeling_sparse_clip.interpret import SteeringEdit, edit_from_concepts, steer
 
 from .caption_tokenizer import build_prompt_ids, decode_answers, prompt_batch
 
@@ -42,10 +44,10 @@ class SteeredCaption:
 class SparseFeatureCaptioner:
     """A trained sparse-feature VLM + its tokenizer (+ optionally the Sparse CLIP encoder that feeds it).
 
-    `captioner(activations) -> caption` is the callable the Space's Steering tab takes (`CAPTIONER`).
+    `captioner(activations) -> caption` is the callable the Space's Steering tab takes (`SpaceState.captioner`).
     """
 
-    def __init__(self, vlm, tokenizer, encoder: FeatureEncoder | None = None, max_new_tokens: int = 24, batch_size: int = 128):
+    def __init__(self, vlm, tokenizer, encoder: SparseCLIPEncoder | None = None, max_new_tokens: int = 24, batch_size: int = 128):
         self.vlm = vlm.eval()
         self.tokenizer = tokenizer
         self.encoder = encoder
@@ -56,9 +58,10 @@ class SparseFeatureCaptioner:
             check_feature_source(vlm.config, encoder)
 
     @classmethod
-    def from_pretrained(cls, vlm_path: str | os.PathLike, encoder: FeatureEncoder | str | os.PathLike | None = None, **kwargs) -> "SparseFeatureCaptioner":
-        """Load the VLM folder (model + tokenizer). `encoder`: a FeatureEncoder, a Sparse CLIP folder, or None to
-        use the one recorded in the VLM's config (`sparse_clip_model`) when it exists."""
+    def from_pretrained(cls, vlm_path: str | os.PathLike, encoder: SparseCLIPEncoder | str | os.PathLike | None = None, **kwargs) -> "SparseFeatureCaptioner":
+        """Load the VLM folder (model + tokenizer). `encoder`: a SparseCLIPEncoder, a Sparse CLIP folder (its
+        tower cache in the feature cache), or None to use the one recorded in the VLM's config
+        (`sparse_clip_model`) when it exists."""
         from transformers import AutoTokenizer
 
         from . import SparseFeatureVLMForConditionalGeneration
@@ -68,7 +71,7 @@ class SparseFeatureCaptioner:
         if encoder is None and vlm.config.sparse_clip_model and Path(vlm.config.sparse_clip_model).is_dir():
             encoder = vlm.config.sparse_clip_model
         if isinstance(encoder, (str, os.PathLike)):
-            encoder = FeatureEncoder.from_pretrained(encoder)
+            encoder = SparseCLIPEncoder.from_pretrained(encoder, cache_dir=FEATURE_CACHE_DIR)
         return cls(vlm, tokenizer, encoder, **kwargs)
 
     # -- generation -------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ class SparseFeatureCaptioner:
              strength_scale: str = "max") -> tuple[SteeringEdit, dict[str, list[int]]]:
         """Concept words -> a SteeringEdit through the Sparse CLIP text tower (needs the encoder)."""
         if self.encoder is None:
-            raise ValueError("Steering by concept word needs the Sparse CLIP encoder: pass encoder= (its folder or a FeatureEncoder).")
+            raise ValueError("Steering by concept word needs the Sparse CLIP encoder: pass encoder= (its folder or a SparseCLIPEncoder).")
         return edit_from_concepts(self.encoder, suppress, boost, top_k, strength, strength_scale)
 
     def steer_caption(self, activation, suppress: Sequence[str] = (), boost: Sequence[str] = (), top_k: int = 2,
@@ -127,16 +130,16 @@ class SparseFeatureCaptioner:
         return SteeredCaption(edit, features_of, before, after)
 
 
-def check_feature_source(config, encoder: FeatureEncoder) -> None:
+def check_feature_source(config, encoder: SparseCLIPEncoder) -> None:
     """A VLM only understands the features of the Sparse CLIP it was trained on."""
-    if encoder.num_features != config.num_features:
+    if encoder.width != config.num_features:
         raise ValueError(
-            f"This VLM reads {config.num_features} features but the Sparse CLIP encoder has {encoder.num_features}: "
+            f"This VLM reads {config.num_features} features but the Sparse CLIP encoder has {encoder.width}: "
             f"load the Sparse CLIP it was trained on ({config.sparse_clip_model or 'see its config'})."
         )
     if config.sparse_clip_fingerprint and encoder.fingerprint() != config.sparse_clip_fingerprint:
         raise ValueError(
             f"This VLM was trained on the features of Sparse CLIP {config.sparse_clip_fingerprint} "
             f"({config.sparse_clip_model}); the encoder given is {encoder.fingerprint()}. Its features mean other things: "
-            "retrain the VLM (`python -m training.train_vlm training/configs/vlm_embedded.json`) or load the matching Sparse CLIP."
+            "retrain the VLM (`sparse-clip-train-vlm vlm_embedded --sparse_clip_model FOLDER`) or load the matching Sparse CLIP."
         )
