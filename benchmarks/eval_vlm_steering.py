@@ -125,7 +125,7 @@ class SBERT:
 
         from modeling_sparse_clip.pretrained_towers import minilm_path
 
-        self.model = SentenceTransformer(str(minilm_path()), device="cpu")
+        self.model = SentenceTransformer(minilm_path(), device="cpu")
         self.cache: dict[str, np.ndarray] = {}
 
     def embed(self, texts: list[str]) -> np.ndarray:

