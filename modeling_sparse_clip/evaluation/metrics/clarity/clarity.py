@@ -1,10 +1,8 @@
 """Clarity (Dreyer et al. 2025) of features, as in Sparse CLIP's eq. 2, with its random-image baseline
 (an `evaluate` shell over `modeling_sparse_clip.evaluation.clarity`)."""
 
-import datasets
-import evaluate
-
 from modeling_sparse_clip.evaluation import clarity
+from modeling_sparse_clip.evaluation import metric_shell  # the module, not its class: evaluate takes the first Metric class it finds
 from modeling_sparse_clip.evaluation.metric_inputs import embeddings_from_rows
 
 _KWARGS_DESCRIPTION = """
@@ -29,30 +27,14 @@ Examples:
 _CITATION = """
 @article{dreyer2025mechanistic, title={Mechanistic understanding and validation of large AI models with SemanticLens},
   author={Dreyer, Maximilian and others}, journal={Nature Machine Intelligence}, year={2025}}
-@inproceedings{qin2026sparseclip, title={Sparse CLIP: Co-Optimizing Interpretability and Performance in Contrastive Learning},
-  author={Qin, Chuan and Venhoff, Constantin and Joseph, Sonia and Xiao, Fanyi and Scherer, Stefan}, booktitle={ICLR}, year={2026}}
-"""
+""" + metric_shell.SPARSE_CLIP_CITATION
 
 
-class Clarity(evaluate.Metric):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Hand `_compute` numpy arrays, not Python lists (see zero_shot_accuracy for why this is set here).
-        self.info.format = "numpy"
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=clarity.__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "active_indices": datasets.Sequence(datasets.Value("int32")),
-                    "active_values": datasets.Sequence(datasets.Value("float32")),
-                    "reference_embeddings": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
-        )
+class Clarity(metric_shell.SparseMetric):
+    task = clarity
+    inputs = {**metric_shell.sparse_rows("active"), **metric_shell.dense_rows("reference_embeddings")}
+    inputs_description = _KWARGS_DESCRIPTION
+    citation = _CITATION
 
     def _compute(self, active_indices, active_values, reference_embeddings, tau=0.001, n_min=2, width=None, baseline_draws=1, seed=0,
                  return_per_feature=False):

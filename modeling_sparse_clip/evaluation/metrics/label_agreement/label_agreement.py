@@ -1,10 +1,8 @@
 """Label agreement: do a feature's top words (found through the text tower) describe its top images?
 (an `evaluate` shell over `modeling_sparse_clip.evaluation.labels`)."""
 
-import datasets
-import evaluate
-
 from modeling_sparse_clip.evaluation import labels
+from modeling_sparse_clip.evaluation import metric_shell  # the module, not its class: evaluate takes the first Metric class it finds
 from modeling_sparse_clip.evaluation.metric_inputs import embeddings_from_matrix, embeddings_from_rows
 
 _KWARGS_DESCRIPTION = """
@@ -30,31 +28,11 @@ Examples:
     1.0
 """
 
-_CITATION = """
-@inproceedings{qin2026sparseclip, title={Sparse CLIP: Co-Optimizing Interpretability and Performance in Contrastive Learning},
-  author={Qin, Chuan and Venhoff, Constantin and Joseph, Sonia and Xiao, Fanyi and Scherer, Stefan}, booktitle={ICLR}, year={2026}}
-"""
 
-
-class LabelAgreement(evaluate.Metric):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Hand `_compute` numpy arrays, not Python lists (see zero_shot_accuracy for why this is set here).
-        self.info.format = "numpy"
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=labels.__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "image_indices": datasets.Sequence(datasets.Value("int32")),
-                    "image_values": datasets.Sequence(datasets.Value("float32")),
-                    "image_reference_embeddings": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
-        )
+class LabelAgreement(metric_shell.SparseMetric):
+    task = labels
+    inputs = {**metric_shell.sparse_rows("image"), **metric_shell.dense_rows("image_reference_embeddings")}
+    inputs_description = _KWARGS_DESCRIPTION
 
     def _compute(self, image_indices, image_values, image_reference_embeddings, word_activations=None, word_embeddings=None, words=None,
                  top_images=10, num_random_words=100, tau=0.001, n_min=2, seed=0, num_examples=10, chunk_size=512):

@@ -1,10 +1,8 @@
 """Modality score of features (Papadimitriou et al. 2025): unimodal or multimodal? (an `evaluate`
 shell over `modeling_sparse_clip.evaluation.modality`)."""
 
-import datasets
-import evaluate
-
 from modeling_sparse_clip.evaluation import modality
+from modeling_sparse_clip.evaluation import metric_shell  # the module, not its class: evaluate takes the first Metric class it finds
 from modeling_sparse_clip.evaluation.metric_inputs import embeddings_from_rows, rows_width
 
 _KWARGS_DESCRIPTION = """
@@ -28,29 +26,14 @@ Examples:
 _CITATION = """
 @article{papadimitriou2025interpreting, title={Interpreting the Linear Structure of Vision-language Model Embedding Spaces},
   author={Papadimitriou, Isabel and Su, Huangyuan and Fel, Thomas and Kakade, Sham and Gil, Stephanie}, journal={arXiv:2504.11695}, year={2025}}
-"""
+""" + metric_shell.SPARSE_CLIP_CITATION
 
 
-class ModalityScore(evaluate.Metric):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Hand `_compute` numpy arrays, not Python lists (see zero_shot_accuracy for why this is set here).
-        self.info.format = "numpy"
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=modality.__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "image_indices": datasets.Sequence(datasets.Value("int32")),
-                    "image_values": datasets.Sequence(datasets.Value("float32")),
-                    "text_indices": datasets.Sequence(datasets.Value("int32")),
-                    "text_values": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
-        )
+class ModalityScore(metric_shell.SparseMetric):
+    task = modality
+    inputs = {**metric_shell.sparse_rows("image"), **metric_shell.sparse_rows("text")}
+    inputs_description = _KWARGS_DESCRIPTION
+    citation = _CITATION
 
     def _compute(self, image_indices, image_values, text_indices, text_values, width=None, band=(0.25, 0.75), normalize=True, histogram_bins=10):
         if width is None:

@@ -1,10 +1,8 @@
 """Image-text retrieval recall@k in both directions, several captions per image (an `evaluate` shell
 over `modeling_sparse_clip.evaluation.retrieval`)."""
 
-import datasets
-import evaluate
-
 from modeling_sparse_clip.evaluation import retrieval
+from modeling_sparse_clip.evaluation import metric_shell  # the module, not its class: evaluate takes the first Metric class it finds
 from modeling_sparse_clip.evaluation.metric_inputs import embeddings_from_rows, rows_width
 
 _KWARGS_DESCRIPTION = """
@@ -28,29 +26,14 @@ Examples:
 _CITATION = """
 @inproceedings{radford2021clip, title={Learning Transferable Visual Models From Natural Language Supervision},
   author={Radford, Alec and others}, booktitle={ICML}, year={2021}}
-"""
+""" + metric_shell.SPARSE_CLIP_CITATION
 
 
-class RetrievalRecall(evaluate.Metric):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Hand `_compute` numpy arrays, not Python lists (see zero_shot_accuracy for why this is set here).
-        self.info.format = "numpy"
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=retrieval.__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "image_indices": datasets.Sequence(datasets.Value("int32")),
-                    "image_values": datasets.Sequence(datasets.Value("float32")),
-                    "text_indices": datasets.Sequence(datasets.Sequence(datasets.Value("int32"))),
-                    "text_values": datasets.Sequence(datasets.Sequence(datasets.Value("float32"))),
-                }
-            ),
-        )
+class RetrievalRecall(metric_shell.SparseMetric):
+    task = retrieval
+    inputs = {**metric_shell.sparse_rows("image"), **metric_shell.sparse_rows("text", nested=True)}
+    inputs_description = _KWARGS_DESCRIPTION
+    citation = _CITATION
 
     def _compute(self, image_indices, image_values, text_indices, text_values, k_values=(1, 5, 10), width=None, chunk_size=1024):
         caption_counts = [len(captions) for captions in text_indices]

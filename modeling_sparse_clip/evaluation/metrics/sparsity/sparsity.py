@@ -1,10 +1,8 @@
 """Sparsity of feature activations: L0 per input, active and dead features (an `evaluate` shell over
 `modeling_sparse_clip.evaluation.sparsity`)."""
 
-import datasets
-import evaluate
-
 from modeling_sparse_clip.evaluation import sparsity
+from modeling_sparse_clip.evaluation import metric_shell  # the module, not its class: evaluate takes the first Metric class it finds
 from modeling_sparse_clip.evaluation.metric_inputs import embeddings_from_rows
 
 _KWARGS_DESCRIPTION = """
@@ -22,30 +20,11 @@ Examples:
     1.5
 """
 
-_CITATION = """
-@inproceedings{qin2026sparseclip, title={Sparse CLIP: Co-Optimizing Interpretability and Performance in Contrastive Learning},
-  author={Qin, Chuan and Venhoff, Constantin and Joseph, Sonia and Xiao, Fanyi and Scherer, Stefan}, booktitle={ICLR}, year={2026}}
-"""
 
-
-class Sparsity(evaluate.Metric):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Hand `_compute` numpy arrays, not Python lists (see zero_shot_accuracy for why this is set here).
-        self.info.format = "numpy"
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=sparsity.__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "active_indices": datasets.Sequence(datasets.Value("int32")),
-                    "active_values": datasets.Sequence(datasets.Value("float32")),
-                }
-            ),
-        )
+class Sparsity(metric_shell.SparseMetric):
+    task = sparsity
+    inputs = metric_shell.sparse_rows("active")
+    inputs_description = _KWARGS_DESCRIPTION
 
     def _compute(self, active_indices, active_values, width=None, tau=0.001):
         if width is None:

@@ -2,10 +2,10 @@
 `modeling_sparse_clip.evaluation.zero_shot`)."""
 
 import datasets
-import evaluate
 import numpy as np
 
 from modeling_sparse_clip.evaluation import zero_shot
+from modeling_sparse_clip.evaluation import metric_shell  # the module, not its class: evaluate takes the first Metric class it finds
 from modeling_sparse_clip.evaluation.metric_inputs import embeddings_from_matrix, embeddings_from_rows
 
 _KWARGS_DESCRIPTION = """
@@ -29,7 +29,7 @@ Examples:
 _CITATION = """
 @inproceedings{radford2021clip, title={Learning Transferable Visual Models From Natural Language Supervision},
   author={Radford, Alec and others}, booktitle={ICML}, year={2021}}
-"""
+""" + metric_shell.SPARSE_CLIP_CITATION
 
 
 def per_class_prompts(class_embeddings):
@@ -44,26 +44,11 @@ def per_class_prompts(class_embeddings):
     return [embeddings_from_matrix(prompts) for prompts in class_embeddings]
 
 
-class ZeroShotAccuracy(evaluate.Metric):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Hand `_compute` numpy arrays instead of Python lists (evaluate only allows "numpy" for
-        # scalar features at construction; datasets' numpy formatter handles list columns fine).
-        self.info.format = "numpy"
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=zero_shot.__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "image_indices": datasets.Sequence(datasets.Value("int32")),
-                    "image_values": datasets.Sequence(datasets.Value("float32")),
-                    "labels": datasets.Value("int64"),
-                }
-            ),
-        )
+class ZeroShotAccuracy(metric_shell.SparseMetric):
+    task = zero_shot
+    inputs = {**metric_shell.sparse_rows("image"), "labels": datasets.Value("int64")}
+    inputs_description = _KWARGS_DESCRIPTION
+    citation = _CITATION
 
     def _compute(self, image_indices, image_values, labels, class_embeddings=None, top_k=(1, 5)):
         if class_embeddings is None:
