@@ -54,3 +54,31 @@ def test_commands_run_from_a_non_editable_install_in_another_directory(wheel, tm
                              "from modeling_sparse_clip.recipes import recipe_path; print(recipe_path('embedded_sparse'))"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert recipe.startswith(str(venv)) and Path(recipe).is_file()
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_library_imports_nothing_from_the_script_folders():
+    library = ROOT / "modeling_sparse_clip"
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(name for name in _imports(path) if name.split(".")[0] in {"training", "conversion", "benchmarks", "spaces", "tests"})
+        for path in library.rglob("*.py")
+    }
+    assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_the_hub_files_import_only_torch_transformers_and_each_other():
+    for name in ("configuration_sparse_clip.py", "modeling_sparse_clip.py"):
+        top_level = {module.split(".")[0] for module in _imports(ROOT / "modeling_sparse_clip" / name)}
+        # modeling_sparse_clip.publishing is reached lazily inside try/except ImportError (push_to_hub)
+        assert top_level <= {"torch", "transformers", "dataclasses", "typing", "math", "modeling_sparse_clip", "__future__"}, (name, top_level)

@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
-from ..atomic import atomic_file
+from ..atomic import atomic_write_text
 from .corpus import SPLIT_FRACTIONS, corpus_report
 from .eval_sets import EvalSet
 from .sources import MAX_SIDE, SOURCES
@@ -107,6 +107,5 @@ def render_data_card(corpus: datasets.DatasetDict, eval_sets: dict[str, EvalSet]
 
 def write_data_card(corpus: datasets.DatasetDict, eval_sets: dict[str, EvalSet] | None, path: str | os.PathLike) -> Path:
     path = Path(path)
-    with atomic_file(path) as tmp:
-        tmp.write_text(render_data_card(corpus, eval_sets), encoding="utf-8")
+    atomic_write_text(path, render_data_card(corpus, eval_sets))
     return path

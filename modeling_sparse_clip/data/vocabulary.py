@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from ..atomic import atomic_file
+from ..atomic import atomic_write_text
 from ..constants import DATA_CACHE_DIR, WORDNET_DIR
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,7 @@ def build_vocabulary(
     words = list(dict.fromkeys(w for w in [*wordnet_first_lemmas(wordnet_dir), *wordfreq_top_words(top_n)] if w))
     if path is not None:
         path = Path(path)
-        with atomic_file(path) as tmp:
-            tmp.write_text("\n".join(words) + "\n", encoding="utf-8")
+        atomic_write_text(path, "\n".join(words) + "\n")
         logger.info("vocabulary: %d words written to %s", len(words), path)
     return words
 

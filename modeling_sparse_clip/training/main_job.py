@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..constants import DATA_CACHE_DIR
 
 
@@ -91,7 +92,7 @@ def run_main_job(args: MainJobArguments) -> dict:
         "sparse": _train(args.sparse_recipe, out / "sparse", args),
         "dense": _train(args.dense_recipe, out / "dense", args),
     }
-    (out / "training_summary.json").write_text(json.dumps(training, indent=2))
+    atomic_write_text(out / "training_summary.json", json.dumps(training, indent=2))
     if args.skip_eval:
         return {"training": training}
     from ..evaluation.runner import BenchmarkArguments, run
@@ -106,7 +107,7 @@ def run_main_job(args: MainJobArguments) -> dict:
         )
     )
     table = side_by_side(report, training)
-    (out / "results.md").write_text(table + "\n")
+    atomic_write_text(out / "results.md", table + "\n")
     print("\nHeld-out evaluation (embedded suite)\n" + table)
     print(f"\nFull benchmark: {out / 'bench' / 'results.md'}; total wall time {time.time() - started:.0f} s")
     return {"training": training, "report": report, "table": table}
