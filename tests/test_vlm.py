@@ -308,7 +308,7 @@ def suppression_trials():
 def test_suppressing_a_concept_removes_its_word_specifically(suppression_trials):
     """What holds on the embedded model: suppression is SPECIFIC (the word goes when its own features are zeroed,
     almost never when as many features of another class are) and grows with K. Measured (2026-11, embedded model
-    L0 ~ 72, VLM of training/configs/vlm_embedded.json): K=16 -> 22% removed vs 0% control; K=64 -> 48% vs 0.6%."""
+    L0 ~ 72, VLM of the vlm_embedded recipe): K=16 -> 22% removed vs 0% control; K=64 -> 48% vs 0.6%."""
     k16 = suppression_trials(16)
     assert k16["word_removed_rate"] >= 0.10 and k16["word_removed_rate"] >= 5 * max(k16["control_removed_rate"], 0.01), k16
     k64 = suppression_trials(64)
