@@ -48,6 +48,8 @@ def npm_package_installed(name: str, cache_dir: str | os.PathLike = DATA_CACHE_D
 
 # -- the files of a saved model -------------------------------------------------------------------------
 HUB_CODE_FILES = ("configuration_sparse_clip.py", "modeling_sparse_clip.py")
-AUTO_MAP = {"AutoConfig": "configuration_sparse_clip.SparseCLIPConfig", "AutoModel": "modeling_sparse_clip.SparseCLIPModel"}
+# The Auto classes a saved folder names in config.json `auto_map`: defined in the Hub modeling file, which
+# must write them without this package.
+from .modeling_sparse_clip import AUTO_MAP  # noqa: E402
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json")

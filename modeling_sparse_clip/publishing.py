@@ -25,6 +25,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from pathlib import Path
 from huggingface_hub import HfApi, RepoUrl, SpaceCard, SpaceCardData
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
+from .atomic import atomic_write_text
 from .constants import AUTO_MAP, HUB_CODE_FILES, PROCESSOR_FILES, WEIGHT_FILES
 from .model_card import BenchmarkFormatError, build_model_card
 
@@ -136,12 +138,36 @@ def stage_model(
     return sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
 
 
-def stage_space(space_dir: str | os.PathLike, stage: Path, *, model_repo_id: str, space_repo_id: str) -> None:
-    """Copy the Space and make its card name the model (the `models:` metadata links them on the Hub)."""
+SPACE_PACKAGE = "sparse-clip"
+
+
+def space_requirement() -> str:
+    """The requirement a published Space installs: this package, its `space` extra, this version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{SPACE_PACKAGE}[space]=={version(SPACE_PACKAGE)}"
+    except PackageNotFoundError:
+        return f"{SPACE_PACKAGE}[space]"
+
+
+def stage_space(space_dir: str | os.PathLike, stage: Path, *, model_repo_id: str, space_repo_id: str, package_requirement: str | None = None) -> None:
+    """Copy the Space into `stage` as a repo that runs on its own: its card names the model (the
+    `models:` metadata links them on the Hub), its requirements.txt installs this package
+    (`package_requirement`, default `sparse-clip[space]==<this version>`; a local wheel or checkout path
+    for a local test), and the model comes from the `SPARSE_CLIP_MODEL` variable (a Hub id or a path)."""
     source = Path(space_dir)
     if not (source / "app.py").is_file():
         raise PublishError(f"{source} has no app.py, so it is not a Gradio Space folder: give --space_dir the folder holding the Space (spaces/).")
     shutil.copytree(source, stage, ignore=shutil.ignore_patterns(*SPACE_IGNORE), dirs_exist_ok=True)
+    for script in stage.glob("*.py"):  # a Space imports the installed package, never a checkout next to it
+        if "sys.path" in script.read_text(encoding="utf-8"):
+            raise PublishError(f"{script.name} in {source} edits sys.path: a published Space must import the installed {SPACE_PACKAGE} package only.")
+    requirements = stage / "requirements.txt"
+    lines = requirements.read_text(encoding="utf-8").splitlines() if requirements.is_file() else []
+    package = re.compile(rf"^{re.escape(SPACE_PACKAGE)}(\[[^\]]*\])?\s*([<>=!~@ ].*)?$")
+    lines = [line for line in lines if not package.match(line.strip())]
+    atomic_write_text(requirements, "\n".join([*lines, package_requirement or space_requirement()]) + "\n")
     readme = stage / "README.md"
     if readme.is_file():
         card = SpaceCard.load(readme)

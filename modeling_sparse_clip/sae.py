@@ -45,7 +45,9 @@ class SAEConfig:
     """input_dim: embedding width of the dense model; width: number of SAE features (use the sparse
     model's projection width for a like-for-like comparison); kind: `topk` or `relu_l1`; k: features
     kept per input (topk); l1_coefficient: weight of the L1 penalty (relu_l1); dense_model: folder of
-    the dense model whose embeddings the SAE reads (so the harness can pair them)."""
+    the dense model whose embeddings the SAE reads (so the harness can pair them); bias: learn the
+    encoder bias and decoder pre-bias (False: both stay zero, so the encoder is a plain linear map +
+    activation and can be folded into a bias-free Sparse CLIP head, `sparsify_finetune`)."""
 
     input_dim: int
     width: int
@@ -53,6 +55,7 @@ class SAEConfig:
     k: int | None = 32
     l1_coefficient: float = 1e-3
     dense_model: str | None = None
+    bias: bool = True
 
     def __post_init__(self):
         if self.kind not in SAE_KINDS:
@@ -72,8 +75,8 @@ class SparseAutoencoder(nn.Module):
         decoder = F.normalize(torch.randn(config.width, config.input_dim), dim=-1)
         self.W_dec = nn.Parameter(decoder)  # [width, d]: one unit direction per feature
         self.W_enc = nn.Parameter(decoder.t().clone())  # tied initialisation, trained untied
-        self.b_enc = nn.Parameter(torch.zeros(config.width))
-        self.b_dec = nn.Parameter(torch.zeros(config.input_dim))  # the pre-bias
+        self.b_enc = nn.Parameter(torch.zeros(config.width), requires_grad=config.bias)
+        self.b_dec = nn.Parameter(torch.zeros(config.input_dim), requires_grad=config.bias)  # the pre-bias
 
     @staticmethod
     def prepare(x: torch.Tensor) -> torch.Tensor:
@@ -143,9 +146,10 @@ def train_sae(
     """Adam on shuffled mini-batches; decoder rows kept at unit norm. Returns per-epoch mean mse/L0."""
     generator = torch.Generator().manual_seed(seed)
     embeddings = embeddings.float()
-    with torch.no_grad():  # start the pre-bias at the data mean (of the unit vectors the SAE reads)
-        sae.b_dec.copy_(sae.prepare(embeddings).mean(0))
-    optimizer = torch.optim.Adam(sae.parameters(), lr=learning_rate)
+    if sae.config.bias:
+        with torch.no_grad():  # start the pre-bias at the data mean (of the unit vectors the SAE reads)
+            sae.b_dec.copy_(sae.prepare(embeddings).mean(0))
+    optimizer = torch.optim.Adam([p for p in sae.parameters() if p.requires_grad], lr=learning_rate)
     history = []
     sae.train()
     steps_per_epoch = math.ceil(len(embeddings) / batch_size)
@@ -232,9 +236,39 @@ def train_sae_baseline(
     images = encoder.encode_images(ImageColumn(pairs), desc="SAE training").to_dense()
     captions = [c for row in pairs["text"] for c in (row if isinstance(row, list) else [row])]
     texts = encoder.encode_texts(captions, desc="SAE training").to_dense()
-    embeddings = torch.cat([images, texts])
+    report = train_sae_on_embeddings(
+        images, texts, width, output_dir, kind=kind, k=k, l1_coefficient=l1_coefficient, dense_model=dense_model,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress,
+    )
+    report["seconds"] = round(time.time() - started, 1)
+    report["arguments"] = {key: str(value) if isinstance(value, os.PathLike) else value for key, value in arguments.items()}
+    atomic_write_text(os.path.join(output_dir, "training_report.json"), json.dumps(report, indent=2))
+    return report
+
+
+def train_sae_on_embeddings(
+    images: torch.Tensor,
+    texts: torch.Tensor,
+    width: int,
+    output_dir: str | os.PathLike,
+    kind: str = "topk",
+    k: int = 32,
+    l1_coefficient: float = 1e-3,
+    dense_model: str | os.PathLike | None = None,
+    bias: bool = True,
+    epochs: int = 50,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Train a `kind` SAE of `width` features on a dense model's image AND text embeddings (already
+    computed: the main job projects its cached tower outputs, so no tower runs again), save it to
+    `output_dir` (naming `dense_model`) with training_report.json, and return the report."""
+    started = time.time()
+    embeddings = torch.cat([images.float(), texts.float()])
     config = SAEConfig(input_dim=embeddings.shape[1], width=width, kind=kind, k=k if kind == "topk" else None,
-                       l1_coefficient=l1_coefficient, dense_model=os.path.abspath(dense_model))
+                       l1_coefficient=l1_coefficient, dense_model=os.path.abspath(dense_model) if dense_model else None, bias=bias)
     torch.manual_seed(seed)
     sae = SparseAutoencoder(config)
     error_before = reconstruction_error(sae, embeddings)
@@ -243,6 +277,9 @@ def train_sae_baseline(
         codes = sae.encode(embeddings)
     error_after = reconstruction_error(sae, embeddings)
     report = {
+        "kind": kind,
+        "width": width,
+        "bias": bias,
         "num_images": len(images),
         "num_texts": len(texts),
         "mse_before": error_before,
@@ -250,14 +287,15 @@ def train_sae_baseline(
         # Fraction of the unit embeddings' variance the SAE explains.
         "explained_variance": 1 - error_after / SparseAutoencoder.prepare(embeddings).var(0).mean().item(),
         "l0_mean": (codes > 0).sum(-1).float().mean().item(),
+        "l0_image_mean": (codes[: len(images)] > 0).sum(-1).float().mean().item(),
+        "l0_text_mean": (codes[len(images):] > 0).sum(-1).float().mean().item(),
         "dead_features": int(((codes > 0).sum(0) == 0).sum()),
         "seconds": round(time.time() - started, 1),
         "history": history,
-        "arguments": {key: str(value) if isinstance(value, os.PathLike) else value for key, value in arguments.items()},
     }
     sae.save_pretrained(output_dir)
     atomic_write_text(os.path.join(output_dir, "training_report.json"), json.dumps(report, indent=2))
     return report
 
 
-__all__ = ["SAEConfig", "SparseAutoencoder", "train_sae", "reconstruction_error", "train_sae_baseline", "load_sae_training_pairs", "SAE_KINDS"]
+__all__ = ["SAEConfig", "SparseAutoencoder", "train_sae", "reconstruction_error", "train_sae_baseline", "train_sae_on_embeddings", "load_sae_training_pairs", "SAE_KINDS"]

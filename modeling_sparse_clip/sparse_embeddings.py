@@ -5,6 +5,10 @@ A Sparse CLIP embedding has ~0.5-2% non-zero dimensions, so a batch is stored as
 (fp16 / bf16 / fp32) and the embedding `width`. It converts to and from dense torch tensors,
 `scipy.sparse.csr_matrix`, safetensors files and Parquet / `datasets.Dataset` columns
 (`indices`, `values`); every round trip is exact.
+
+The module imports without torch (a search server needs numpy/scipy only): the batch type holds
+torch tensors, so it needs torch, but `as_csr` and `load_scipy` turn saved batches and scipy/numpy
+input into the scipy CSR matrices that `sparse_index` and `search_backends` search, torch or not.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
-VALUE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
+try:
+    import torch
+except ImportError:  # a torch-free process: SparseEmbeddings cannot be built, as_csr/load_scipy work
+    torch = None
+
+VALUE_DTYPES = (torch.float16, torch.bfloat16, torch.float32) if torch is not None else ()
+_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"} if torch is not None else {}
 _DTYPES_BY_NAME = {name: dtype for dtype, name in _DTYPE_NAMES.items()}
 _FORMAT = "sparse_clip.csr"
 _SCHEMA_KEY = b"sparse_clip"  # Parquet schema metadata: width and value dtype
@@ -300,4 +308,47 @@ def normalize_rows(embeddings: SparseEmbeddings) -> SparseEmbeddings:
     return SparseEmbeddings(embeddings.indptr, embeddings.indices, (values.double() / norms[rows]).float(), embeddings.width)
 
 
-__all__ = ["SparseEmbeddings", "VALUE_DTYPES", "normalize_rows"]
+def as_csr(embeddings):
+    """A float32 `scipy.sparse.csr_matrix` (sorted indices) of `SparseEmbeddings`, a scipy sparse
+    matrix, or a dense (n, width) torch tensor / numpy array (float64 input is rounded to float32,
+    the precision every search backend stores). Torch is touched only for torch input."""
+    import scipy.sparse as sp
+
+    if isinstance(embeddings, SparseEmbeddings):
+        csr = embeddings.to_scipy()
+    elif sp.issparse(embeddings):
+        csr = sp.csr_matrix(embeddings, dtype=np.float32, copy=True)
+        csr.sum_duplicates()
+    elif type(embeddings).__module__.split(".")[0] == "torch":
+        dense = embeddings.detach().cpu()
+        csr = SparseEmbeddings.from_dense(dense, torch.float32 if dense.dtype == torch.float64 else None).to_scipy()
+    else:
+        dense = np.asarray(embeddings)
+        if dense.ndim != 2:
+            raise ValueError(f"Expected a (rows, width) array, got shape {dense.shape}.")
+        csr = sp.csr_matrix(dense.astype(np.float32))
+    if csr.dtype != np.float32:
+        csr = csr.astype(np.float32)
+    csr.sort_indices()
+    return csr
+
+
+def load_scipy(path: str | Path):
+    """A file written by `SparseEmbeddings.save`, read as a float32 scipy CSR matrix WITHOUT torch
+    (fp16 values widen exactly; bfloat16, which numpy lacks, needs torch: use `SparseEmbeddings.load`)."""
+    import scipy.sparse as sp
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != _FORMAT or "width" not in meta:
+            raise ValueError(f"{path} is not a sparse embedding file (expected metadata format={_FORMAT!r} and width).")
+        try:
+            values = f.get_tensor("values")
+        except (TypeError, ValueError) as error:  # bfloat16
+            raise ValueError(f"{path} holds values numpy cannot read ({error}); load it with SparseEmbeddings.load.") from error
+        indptr, indices = f.get_tensor("indptr"), f.get_tensor("indices")
+    return sp.csr_matrix((values.astype(np.float32), indices, indptr), shape=(len(indptr) - 1, int(meta["width"])))
+
+
+__all__ = ["SparseEmbeddings", "VALUE_DTYPES", "as_csr", "load_scipy", "normalize_rows"]

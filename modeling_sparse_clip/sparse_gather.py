@@ -94,6 +94,44 @@ def break_even_density(dtype: torch.dtype, index_bytes: int = 4) -> float:
     return value_bytes / (value_bytes + index_bytes)
 
 
+def gather_headers(values: list[int], device, group=None) -> torch.Tensor:
+    """Every rank's small integer header (e.g. rows, width, non-zero counts): a (world, len) int64 tensor."""
+    world = dist.get_world_size(group)
+    header = torch.tensor(values, dtype=torch.int64, device=device)
+    return torch.stack(_all_gather(header, world, group, "header"))
+
+
+def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    if tensor.shape[0] == rows:
+        return tensor.contiguous()
+    return torch.cat([tensor, tensor.new_zeros(rows - tensor.shape[0], *tensor.shape[1:])])
+
+
+def _exchange_nonzeros(flat: torch.Tensor, positions: torch.Tensor, counts: list[int], index_dtype, world, group):
+    """All-gather every rank's (flat position, value) pairs, padded to the largest count.
+    Returns per-rank lists (positions as int64, values), trimmed to each rank's count."""
+    pad = max(counts)
+    send_pos = torch.zeros(pad, dtype=index_dtype, device=flat.device)
+    send_val = torch.zeros(pad, dtype=flat.dtype, device=flat.device)
+    send_pos[: positions.numel()] = positions.to(index_dtype)
+    send_val[: positions.numel()] = flat[positions]
+    all_pos = _all_gather(send_pos, world, group, "sparse_indices")
+    all_val = _all_gather(send_val, world, group, "sparse_values")
+    return [p[:c].long() for p, c in zip(all_pos, counts)], [v[:c] for v, c in zip(all_val, counts)]
+
+
+def _send_back_sparse(grads: list[torch.Tensor], counts: list[int], world, group) -> torch.Tensor:
+    """Each rank holds gradient values for every rank's non-zeros; return the sum over ranks of
+    the values for this rank's own non-zeros (padded all-to-all, summed in rank order)."""
+    pad = max(counts)
+    chunks = []
+    for g, c in zip(grads, counts):
+        chunk = g.new_zeros(pad)
+        chunk[:c] = g
+        chunks.append(chunk)
+    return _reduce_scatter(chunks, world, group, "grad_sparse_values")
+
+
 class _SparseAllGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, group, fallback_density, sparse_grad):
@@ -102,67 +140,112 @@ class _SparseAllGather(torch.autograd.Function):
         rows, width = features.shape
         flat = features.view(-1)
         positions = (flat != 0).nonzero().squeeze(1)  # ascending flat positions of the non-zeros
-        # One small collective: every rank's shape and non-zero count (also catches unequal batches).
-        header = torch.tensor([rows, width, positions.numel()], dtype=torch.int64, device=features.device)
-        headers = torch.stack(_all_gather(header, world, group, "header"))
-        if not bool((headers[:, :2] == headers[0, :2]).all()):
-            raise ValueError(f"Every rank must gather the same (batch, width); got {headers[:, :2].tolist()}.")
-        counts = headers[:, 2].tolist()
-        index_dtype = torch.int32 if rows * width < 2**31 else torch.int64
+        # One small collective: every rank's shape and non-zero count. Ranks may hold different
+        # numbers of rows (last batch of an epoch, streaming data); the width must agree.
+        headers = gather_headers([rows, width, positions.numel()], features.device, group)
+        if not bool((headers[:, 1] == width).all()):
+            raise ValueError(f"Every rank must gather the same width; got {headers[:, 1].tolist()}.")
+        sizes, counts = headers[:, 0].tolist(), headers[:, 2].tolist()
+        index_dtype = torch.int32 if max(sizes) * width < 2**31 else torch.int64
         index_bytes = torch.empty((), dtype=index_dtype).element_size()
         threshold = break_even_density(features.dtype, index_bytes) if fallback_density is None else fallback_density
-        ctx.group, ctx.world, ctx.rank, ctx.rows = group, world, rank, rows
-        ctx.dense = max(counts) > threshold * rows * width
+        ctx.group, ctx.world, ctx.rank, ctx.sizes = group, world, rank, sizes
+        ctx.dense = max(c / max(s * width, 1) for c, s in zip(counts, sizes)) > threshold
         for log in _ACTIVE_LOGS:
             log.modes.append("dense" if ctx.dense else "sparse")
         if ctx.dense:
             ctx.sparse_grad = False
-            return torch.cat(_all_gather(features, world, group, "dense_values"), dim=0)
+            parts = _all_gather(_pad_rows(features, max(sizes)), world, group, "dense_values")
+            return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
 
         ctx.sparse_grad = sparse_grad
-        pad = max(counts)
-        send_pos = torch.zeros(pad, dtype=index_dtype, device=features.device)
-        send_val = torch.zeros(pad, dtype=features.dtype, device=features.device)
-        send_pos[: positions.numel()] = positions.to(index_dtype)
-        send_val[: positions.numel()] = flat[positions]
-        all_pos = _all_gather(send_pos, world, group, "sparse_indices")
-        all_val = _all_gather(send_val, world, group, "sparse_values")
-        out = torch.zeros(world * rows * width, dtype=features.dtype, device=features.device)
-        global_positions = []
+        all_pos, all_val = _exchange_nonzeros(flat, positions, counts, index_dtype, world, group)
+        out = torch.zeros(sum(sizes) * width, dtype=features.dtype, device=features.device)
+        global_positions, offset = [], 0
         for r in range(world):
-            pos = all_pos[r][: counts[r]].long() + r * rows * width
-            out[pos] = all_val[r][: counts[r]]
+            pos = all_pos[r] + offset
+            out[pos] = all_val[r]
             global_positions.append(pos)
+            offset += sizes[r] * width
         if sparse_grad:
             ctx.save_for_backward(*global_positions)
-            ctx.counts, ctx.pad = counts, pad
-        return out.view(world * rows, width)
+            ctx.counts, ctx.local_positions = counts, positions
+        return out.view(sum(sizes), width)
 
     @staticmethod
     def backward(ctx, grad_output):
-        world, rank, rows = ctx.world, ctx.rank, ctx.rows
+        world, rank, sizes = ctx.world, ctx.rank, ctx.sizes
+        width = grad_output.shape[1]
         # No whole-matrix .contiguous(): the incoming gradient is often a transposed matmul result,
         # and copying it would cost another global-batch x width buffer.
         if not ctx.sparse_grad:
-            # Exact: each rank gets the sum over ranks of the gradient w.r.t. its own rows.
-            grad = _reduce_scatter(list(grad_output.chunk(world, dim=0)), world, ctx.group, "grad_dense")
-            return grad, None, None, None
-        width = grad_output.shape[1]
-        chunks = []
-        for r, pos in enumerate(ctx.saved_tensors):
-            chunk = torch.zeros(ctx.pad, dtype=grad_output.dtype, device=grad_output.device)
-            chunk[: ctx.counts[r]] = grad_output[pos // width, pos % width]
-            chunks.append(chunk)
-        summed = _reduce_scatter(chunks, world, ctx.group, "grad_sparse_values")
-        grad = torch.zeros(rows * width, dtype=grad_output.dtype, device=grad_output.device)
-        grad[ctx.saved_tensors[rank] - rank * grad.numel()] = summed[: ctx.counts[rank]]
-        return grad.view(rows, width), None, None, None
+            # Exact: each rank gets the sum over ranks of the gradient w.r.t. its own rows
+            # (chunks padded to the largest rank so that the all-to-all has equal sizes).
+            chunks = [_pad_rows(c, max(sizes)) if c.shape[0] != max(sizes) else c
+                      for c in grad_output.split(sizes, dim=0)]
+            grad = _reduce_scatter(chunks, world, ctx.group, "grad_dense")
+            return grad[: sizes[rank]], None, None, None
+        grads = [grad_output[pos // width, pos % width] for pos in ctx.saved_tensors]
+        summed = _send_back_sparse(grads, ctx.counts, world, ctx.group)
+        grad = torch.zeros(sizes[rank] * width, dtype=grad_output.dtype, device=grad_output.device)
+        grad[ctx.local_positions] = summed[: ctx.counts[rank]]
+        return grad.view(sizes[rank], width), None, None, None
+
+
+class _GatherNonzeros(torch.autograd.Function):
+    """Forward: every rank's non-zeros as global (row, column, value) triples, rows in rank order,
+    never a dense global matrix. Backward: the gradient w.r.t. those values travels back sparse
+    (each owner sums what every rank's loss sent to its own non-zeros)."""
+
+    @staticmethod
+    def forward(ctx, features, group, headers):
+        world, rank = dist.get_world_size(group), dist.get_rank(group)
+        features = features.contiguous()
+        rows, width = features.shape
+        flat = features.view(-1)
+        positions = (flat != 0).nonzero().squeeze(1)
+        if headers is None:
+            headers = gather_headers([rows, width, positions.numel()], features.device, group)
+        sizes, counts = headers[:, 0].tolist(), headers[:, 2].tolist()
+        if counts[rank] != positions.numel():
+            raise ValueError("The header's non-zero count does not match these features.")
+        index_dtype = torch.int32 if max(sizes) * width < 2**31 else torch.int64
+        all_pos, all_val = _exchange_nonzeros(flat, positions, counts, index_dtype, world, group)
+        row_offsets = [sum(sizes[:r]) for r in range(world)]
+        global_rows = torch.cat([p // width + o for p, o in zip(all_pos, row_offsets)])
+        cols = torch.cat([p % width for p in all_pos])
+        ctx.group, ctx.world, ctx.rank, ctx.rows, ctx.width = group, world, rank, rows, width
+        ctx.counts, ctx.local_positions = counts, positions
+        ctx.mark_non_differentiable(global_rows, cols)
+        return torch.cat(all_val), global_rows, cols
+
+    @staticmethod
+    def backward(ctx, grad_values, _rows, _cols):
+        summed = _send_back_sparse(list(grad_values.split(ctx.counts)), ctx.counts, ctx.world, ctx.group)
+        grad = torch.zeros(ctx.rows * ctx.width, dtype=grad_values.dtype, device=grad_values.device)
+        grad[ctx.local_positions] = summed[: ctx.counts[ctx.rank]]
+        return grad.view(ctx.rows, ctx.width), None, None
+
+
+def gather_nonzeros(features: torch.Tensor, group=None, headers: torch.Tensor | None = None):
+    """The global batch of (rows, width) `features` as its non-zeros only: `(values, rows, cols)`,
+    global row indices in rank order and ascending (row, col) within each row, so they are a CSR
+    layout as they stand. `values` carries gradients back to every rank's own non-zeros, sent sparse.
+    `headers`: `gather_headers([rows, width, nnz])` already gathered (saves one tiny collective).
+    With one process it returns this process's non-zeros (no collective)."""
+    if features.dim() != 2:
+        raise ValueError(f"Expected (batch, width) features, got shape {tuple(features.shape)}.")
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        positions = (features.reshape(-1) != 0).nonzero().squeeze(1)
+        return features.reshape(-1)[positions], positions // features.shape[1], positions % features.shape[1]
+    return _GatherNonzeros.apply(features, group, headers)
 
 
 def sparse_all_gather_with_grad(features: torch.Tensor, group=None, fallback_density: float | None = None,
                                 sparse_grad: bool = False) -> torch.Tensor:
-    """Concatenate every rank's `features` (equal shapes) sending only non-zeros; gradients as the
-    dense gather's (see the module doc for `sparse_grad`). With one process it returns `features`."""
+    """Concatenate every rank's `features` (equal widths, any number of rows per rank) sending only
+    non-zeros; gradients as the dense gather's (see the module doc for `sparse_grad`). With one
+    process it returns `features`."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return features
     if features.dim() != 2:
@@ -176,5 +259,5 @@ def sparse_all_gather_with_sparse_grad(features: torch.Tensor, group=None, fallb
     return sparse_all_gather_with_grad(features, group, fallback_density, sparse_grad=True)
 
 
-__all__ = ["sparse_all_gather_with_grad", "sparse_all_gather_with_sparse_grad", "log_communication",
+__all__ = ["gather_headers", "gather_nonzeros", "sparse_all_gather_with_grad", "sparse_all_gather_with_sparse_grad", "log_communication",
            "CommunicationLog", "break_even_density"]

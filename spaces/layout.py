@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import gradio as gr
 
-from handlers import Handlers, guarded, select_index
+from handlers import MAX_CONCEPTS, UPLOAD_HINT, Handlers, guarded
 from state import SpaceState
+
+TITLE = "Sparse CLIP explorer"
 
 
 def build_demo(state: SpaceState) -> gr.Blocks:
     h = Handlers(state)
     samples = state.gallery_items(state.gallery_rows)
-    with gr.Blocks(title="Sparse CLIP explorer") as demo:
+
+    def select_index(evt: gr.SelectData):
+        """A gallery click: the image picked, and None for the upload it replaces (the upload would win otherwise)."""
+        return state.gallery_rows[int(evt.index)], None
+
+    with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(
-            f"# Sparse CLIP explorer\nModel `{state.args.model}` · {state.encoder.width:,} features · "
+            f"# {TITLE}\nModel `{state.model_name}` · {state.encoder.width:,} features · "
             f"{len(state.vocabulary):,} concept words · atlas of {state.atlas.num_images:,} images"
             + (f" · evolution over {', '.join(state.evolution.names)}" if state.evolution else "")
+            + f"\n\nUploads: {UPLOAD_HINT}."
         )
         with gr.Tabs():
             with gr.Tab("Inspect", id="inspect"):
@@ -59,8 +67,8 @@ def build_demo(state: SpaceState) -> gr.Blocks:
                     with gr.Column(scale=1):
                         steer_gallery = gr.Gallery(samples, label="Choose an image", columns=6, height=260, allow_preview=False, elem_id="steer-gallery")
                         steer_upload = gr.File(label="…or upload one", type="filepath", elem_id="steer-upload")
-                        steer_suppress = gr.Textbox(label="Suppress concepts (comma-separated)", placeholder="dog", elem_id="steer-suppress")
-                        steer_boost = gr.Textbox(label="Boost concepts (comma-separated)", placeholder="cat", elem_id="steer-boost")
+                        steer_suppress = gr.Textbox(label=f"Suppress concepts (comma-separated, at most {MAX_CONCEPTS})", placeholder="dog", elem_id="steer-suppress")
+                        steer_boost = gr.Textbox(label=f"Boost concepts (comma-separated, at most {MAX_CONCEPTS})", placeholder="cat", elem_id="steer-boost")
                         steer_topk = gr.Slider(1, 8, value=2, step=1, label="features per concept (top-K through the text tower)")
                         steer_strength = gr.Slider(0.0, 6.0, value=2.0, step=0.25, label="boost strength SS (x the image's largest activation)")
                         steer_button = gr.Button("Steer", variant="primary")
@@ -73,7 +81,12 @@ def build_demo(state: SpaceState) -> gr.Blocks:
                         steer_retrieval_before = gr.Gallery(label="retrieval before", columns=5, height=150, allow_preview=False)
                         steer_retrieval_after = gr.Gallery(label="retrieval after", columns=5, height=150, allow_preview=False)
                         # the captioning VLM's answer before/after steering (when one is loaded)
-                        steer_caption = gr.Markdown(elem_id="steer-caption")
+                        steer_caption = gr.Markdown(
+                            "_Captions of the image before and after steering appear here._" if state.captioner is not None else
+                            "_No captions here: this Space runs without a captioning model for these features. "
+                            "Where one is installed, the captions of the image before and after steering appear in this box._",
+                            elem_id="steer-caption",
+                        )
                 # Picking a gallery image replaces an earlier upload (the upload would win otherwise).
                 steer_gallery.select(select_index, None, [steer_row, steer_upload], api_name=False)
                 steer_button.click(

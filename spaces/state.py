@@ -1,26 +1,27 @@
 """What the Space loads once at start (model, labels, atlas, classifier, evolution, captioner), as one
-object that every handler receives: no module globals."""
+object that every handler receives: no module globals, nothing a request changes.
+
+Labels, atlas and evolution come from the model's Space cache (`<model>/space_cache/`, built with the
+model by `modeling_sparse_clip.interpret.build_space_cache`), so a start takes seconds; when the cache
+is missing (or was built for other weights, images or vocabulary) it is built here once, reporting its
+progress to the start-up page, and written next to the model (or to `--cache_dir` when the model folder
+is read-only).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from PIL import Image
+from typing import TYPE_CHECKING, Callable
 
 from modeling_sparse_clip.atomic import atomic_file
 from modeling_sparse_clip.caching import fingerprint
-from modeling_sparse_clip.encoding import SparseCLIPEncoder, as_rgb
+from modeling_sparse_clip.encoding import SparseCLIPEncoder
 from modeling_sparse_clip.evaluation.zero_shot import ZeroShotClassifier
-from modeling_sparse_clip.interpret import (
-    ConceptEvolution,
-    DatasetImages,
-    discover_checkpoints,
-    load_or_build_feature_atlas,
-    load_or_compute_concept_labels,
-)
+from modeling_sparse_clip.interpret.space_cache import FolderImages, build_space_cache, load_space_cache, spread_rows
 
 if TYPE_CHECKING:
     from app import SpaceArguments
@@ -28,70 +29,81 @@ if TYPE_CHECKING:
 log = logging.getLogger("sparse_clip_space")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"}
+GALLERY_SIZE = 36
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class FolderImages:
-    """A lazy `Sequence[PIL.Image]` over image files (read through the encoder's `as_rgb`)."""
+def resolve_model(model: str) -> Path:
+    """A local model folder, or a Hub id downloaded to the Hub cache (its `space_cache/` included;
+    the `evolution/` checkpoint weights are left out: the cache holds what the Space shows of them)."""
+    if Path(model).is_dir():
+        return Path(model)
+    if not HUB_ID.match(model):
+        raise FileNotFoundError(f"No Sparse CLIP model folder at {model}: give --model (or SPARSE_CLIP_MODEL) a model folder or a Hub id ORG/NAME.")
+    from huggingface_hub import snapshot_download
 
-    def __init__(self, paths):
-        self.paths = list(paths)
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):  # the encoder reads a batch as a slice
-            return [self[i] for i in range(*index.indices(len(self)))]
-        with Image.open(self.paths[int(index)]) as image:
-            return as_rgb(image)
+    return Path(snapshot_download(model, ignore_patterns=["evolution/*", "*.bin"]))
 
 
-def load_image_set(args: SpaceArguments):
-    """(images, ids, captions, source) for the atlas and the galleries; `source` names the set in the caches."""
+def display_name(model: str) -> str:
+    """How the page names the model: the Hub id, or a local folder's own name (never a server path)."""
+    return model if not Path(model).is_dir() and HUB_ID.match(model) else Path(model).resolve().name
+
+
+def folder_image_set(images_dir: str, max_images: int):
+    """(images, ids, captions, groups) of a folder of images, captions from the file names."""
+    root = Path(images_dir)
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {images_dir}.")
+    captions = [p.stem.replace("_", " ").replace("-", " ") for p in paths]
+    groups = [(str(p.parent.relative_to(root)), c.split()[0] if c.split() else "") for p, c in zip(paths, captions)]
+    rows = spread_rows(groups, max_images)
+    return FolderImages([paths[r] for r in rows]), [paths[r].relative_to(root).as_posix() for r in rows], [captions[r] for r in rows], [groups[r] for r in rows]
+
+
+def read_word_list(path: str) -> list[str]:
+    words = [w.strip() for w in Path(path).read_text(encoding="utf-8").splitlines() if w.strip()]
+    return list(dict.fromkeys(words))
+
+
+def cache_request(args: SpaceArguments) -> str:
+    """What the cache must have been built for: 'default' (corpus test split and the paper vocabulary),
+    or the folder of images / word list / image count given on the command line."""
+    if not args.images_dir and not args.vocabulary and args.max_images == default_max_images():
+        return "default"
+    folder = None
     if args.images_dir:
-        paths = sorted(p for p in Path(args.images_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.max_images]
-        if not paths:
-            raise FileNotFoundError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {args.images_dir}.")
-        captions = [p.stem.replace("_", " ").replace("-", " ") for p in paths]
-        # an edited file is another image: its size and time are part of the set's name
-        files = fingerprint([f"{p.relative_to(args.images_dir)}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in paths])
-        return FolderImages(paths), [p.name for p in paths], captions, f"folder:{args.images_dir}:{files}"
-    from modeling_sparse_clip.data import build_corpus
-
-    split = build_corpus(cache_dir=args.data_cache)["test"]
-    split = split.select(range(min(args.max_images, len(split))))
-    captions = [t[0] if isinstance(t, list) and t else str(t) for t in split["text"]]
-    ids = [f"test/{i}" for i in range(len(split))]
-    return DatasetImages(split), ids, captions, f"corpus:test:{fingerprint(split)}"
+        files = sorted(p for p in Path(args.images_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        folder = fingerprint([f"{p.relative_to(args.images_dir).as_posix()}|{p.stat().st_size}" for p in files])
+    words = fingerprint(read_word_list(args.vocabulary)) if args.vocabulary else None
+    return json.dumps({"images": folder, "vocabulary": words, "max_images": args.max_images}, sort_keys=True)
 
 
-def load_classes(args: SpaceArguments) -> tuple[list[str], list[str], str]:
+def default_max_images() -> int:
+    from modeling_sparse_clip.interpret.space_cache import DEFAULT_MAX_IMAGES
+
+    return DEFAULT_MAX_IMAGES
+
+
+def load_classes(args: SpaceArguments, data_cache: str) -> tuple[list[str], list[str], str]:
     if args.classes:
-        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-        return classes, args.templates.split("|"), "--classes"
+        classes = list(dict.fromkeys(c.strip() for c in args.classes.split(",") if c.strip()))
+        return classes, args.templates.split("|"), "the classes this Space was started with"
     from modeling_sparse_clip.data import load_eval_sets
 
-    eval_sets = load_eval_sets(cache_dir=args.data_cache)
+    eval_sets = load_eval_sets(cache_dir=data_cache)
     # Emoji subgroups first: the most varied everyday concepts of the embedded sets.
     for eval_set in sorted(eval_sets.values(), key=lambda e: e.name != "emoji_subgroups"):
         if eval_set.task == "zero_shot":
-            return list(eval_set.class_names), list(eval_set.templates or ["{}"]), eval_set.name
+            return list(eval_set.class_names), list(eval_set.templates or ["{}"]), f"the {eval_set.name.replace('_', ' ')} set"
     raise FileNotFoundError("No zero-shot eval set found: pass --classes 'dog,cat,...'.")
-
-
-def load_vocabulary(args: SpaceArguments) -> list[str]:
-    if args.vocabulary:
-        words = [w.strip() for w in Path(args.vocabulary).read_text().splitlines() if w.strip()]
-        return list(dict.fromkeys(words))
-    from modeling_sparse_clip.data import build_vocabulary
-
-    return build_vocabulary()
 
 
 def load_captioner(args: SpaceArguments, encoder: SparseCLIPEncoder):
     """The sparse-feature VLM (modeling_sparse_clip.vlm) at `args.vlm` when it was trained on this model's features, else None."""
     if not args.vlm or not (Path(args.vlm) / "config.json").exists():
-        log.info("no captioning VLM at %s: the Steering tab shows no captions", args.vlm)
+        log.info("no captioning VLM (--vlm): the Steering tab shows no captions")
         return None
     from modeling_sparse_clip.vlm import SparseFeatureCaptioner
 
@@ -103,30 +115,43 @@ def load_captioner(args: SpaceArguments, encoder: SparseCLIPEncoder):
 
 
 class SpaceState:
-    """Everything loaded once at start: encoder, vocabulary and labels, image set and atlas, zero-shot
-    classifier, evolution checkpoints, the captioning VLM (or None), and the image files served."""
+    """Everything loaded once at start: encoder, labels (and their vocabulary), the image set and its
+    atlas, zero-shot classifier, evolution, the captioning VLM (or None), and the image files served.
+    `progress(stage, done, total)` hears about a cache build (None: the cache was there)."""
 
-    def __init__(self, args: SpaceArguments, files_dir: Path):
+    def __init__(self, args: SpaceArguments, files_dir: Path, progress: Callable[[str, int, int], None] | None = None):
         self.args = args
-        log.info("loading %s", args.model)
-        self.encoder = SparseCLIPEncoder.from_pretrained(args.model, cache_dir=args.cache_dir)
-        self.vocabulary = load_vocabulary(args)
-        self.labels = load_or_compute_concept_labels(self.encoder, self.vocabulary, model_dir=args.model, cache_dir=args.cache_dir)
-        self.images, self.ids, self.captions, source = load_image_set(args)
-        self.atlas = load_or_build_feature_atlas(
-            self.encoder, self.images, self.ids, self.captions, model_dir=args.model, cache_dir=args.cache_dir, source=source
-        )
-        self.atlas.image_index()  # built once here, not inside concurrent requests
-        self.class_names, self.templates, self.class_source = load_classes(args)
-        self.classifier = ZeroShotClassifier(self.encoder, self.class_names, self.templates)
-        self.evolution = None
-        checkpoints = discover_checkpoints(args.model) if args.evolution and Path(args.model).is_dir() else []
-        if checkpoints:
-            self.evolution = ConceptEvolution.build(
-                checkpoints, self.vocabulary, self.images, self.ids, self.captions, source=source, cache_dir=args.cache_dir
+        self.model_name = display_name(args.model)
+        model_path = resolve_model(args.model)
+        log.info("loading %s", self.model_name)
+        self.encoder = SparseCLIPEncoder.from_pretrained(model_path, cache_dir=args.cache_dir, progress=False)
+        request = cache_request(args)
+        cache = load_space_cache(model_path, self.encoder.fingerprint(), request, args.cache_dir)
+        self.built_cache = cache is None
+        if cache is None:
+            log.info("no Space cache for this model and these inputs: building it (once)")
+            kwargs = {}
+            if args.images_dir:
+                images, ids, captions, groups = folder_image_set(args.images_dir, args.max_images)
+                kwargs = dict(images=images, ids=ids, captions=captions, groups=groups)
+            build_space_cache(
+                model_path, **kwargs, vocabulary=read_word_list(args.vocabulary) if args.vocabulary else None, request=request,
+                data_cache=args.data_cache, cache_dir=args.cache_dir, max_images=args.max_images, evolution=args.evolution,
+                encoder=self.encoder, progress=progress,
             )
+            cache = load_space_cache(model_path, self.encoder.fingerprint(), request, args.cache_dir)
+            if cache is None:
+                raise RuntimeError("the Space cache was built but cannot be read back; see the log above")
+        self.labels, self.atlas, self.vocabulary = cache.labels, cache.atlas, cache.vocabulary
+        self.evolution = cache.evolution if args.evolution else None
+        self.images = FolderImages(cache.image_files)
+        self.ids, self.captions = cache.ids, cache.captions
+        self.atlas.image_index()  # built (and sealed) once here, never inside concurrent requests
+        self.class_names, self.templates, self.class_source = load_classes(args, args.data_cache)
+        self.classifier = ZeroShotClassifier(self.encoder, self.class_names, self.templates)
         self.captioner = None if args.build_only else load_captioner(args, self.encoder)
-        self.gallery_rows = list(range(min(48, len(self.ids))))
+        # the gallery: the image set's range (round-robin over sources, then classes)
+        self.gallery_rows = spread_rows(cache.groups, min(GALLERY_SIZE, len(self.ids)))
         # Images go out as files written once (atomically): gradio re-writes a PIL output's cache file
         # on every request, which races with concurrent downloads of the same image.
         self.files_dir = Path(files_dir)
@@ -136,7 +161,7 @@ class SpaceState:
     def _image_file(self, row: int, size: int | None) -> str:
         path = self.files_dir / f"{row}_{size or 'full'}.png"
         if not path.exists():
-            image = as_rgb(self.images[row])
+            image = self.images[row]
             if size:
                 image.thumbnail((size, size))
             with self._files_lock:  # one writer at a time: atomic_file's temporary name is per process

@@ -115,7 +115,7 @@ def test_runner_end_to_end(workspace, tmp_path):
         "--models", workspace["dense"], f"sparse={workspace['sparse']}", "--sae", str(sae_dir),
         "--suite", "none", "--zero_shot_datasets", str(root / "digits"), "--retrieval_datasets", str(root / "emoji"),
         "--vocabulary", str(root / "vocab.txt"), "--output_dir", str(tmp_path / "out"), "--batch_size", "32", "--progress", "false",
-        "--cache_dir", str(tmp_path / "cache"), "--reference_image_size", "96",
+        "--cache_dir", str(tmp_path / "cache"), "--reference_image_size", "96", "--tower_cache_dir", str(tmp_path / "towers"),
     ]
     with pytest.raises(SystemExit) as exit_status:
         bench.main(args)
@@ -141,6 +141,39 @@ def test_runner_end_to_end(workspace, tmp_path):
     assert meta["sets"]["emoji"]["num_texts"] == 80
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "| metric | dense | sparse | sae_topk |" in markdown and "Clarity" in markdown
+
+
+def test_models_on_the_same_towers_share_one_tower_cache_bit_identically(workspace, tmp_path):
+    """Two heads on the same frozen towers: with the shared tower cache each tower runs once per input
+    set (one file per set and modality, not per model), and every number equals per-model encoding."""
+    from modeling_sparse_clip import SparseCLIPModel
+
+    root = workspace["root"]
+    other = SparseCLIPModel.from_pretrained(workspace["sparse"])
+    torch.manual_seed(5)
+    with torch.no_grad():  # a different head, same towers
+        other.visual_projection.weight.normal_(std=0.2)
+        other.text_projection.weight.normal_(std=0.2)
+    other.save_pretrained(root / "other_head")
+    from transformers import AutoProcessor
+
+    AutoProcessor.from_pretrained(workspace["sparse"]).save_pretrained(root / "other_head")
+
+    def bench_run(tower_cache_dir, out):
+        return run(BenchmarkArguments(
+            models=[f"a={workspace['sparse']}", f"b={root / 'other_head'}"], suite="none",
+            zero_shot_datasets=[str(root / "digits")], retrieval_datasets=[str(root / "emoji")], vocabulary=str(root / "vocab.txt"),
+            output_dir=str(out), batch_size=32, progress=False, cache_dir=str(tmp_path / "ref"), reference_image_size=96,
+            tower_cache_dir=tower_cache_dir,
+        ))
+
+    shared = bench_run(str(tmp_path / "towers"), tmp_path / "shared")
+    files = sorted(p.name.split("_")[1] for p in (tmp_path / "towers").glob("pooled_*.safetensors"))
+    assert files == ["image", "image", "text", "text", "text"]  # 2 sets x images, 2 sets + vocabulary x texts
+    separate = bench_run("", tmp_path / "separate")
+    assert json.dumps(shared["models"], sort_keys=True) == json.dumps(separate["models"], sort_keys=True)
+    assert shared["models"]["a"]["digits"]["top1_accuracy"] != shared["models"]["b"]["digits"]["top1_accuracy"] or \
+        shared["models"]["a"]["digits"]["image_l0_mean"] != shared["models"]["b"]["digits"]["image_l0_mean"]
 
 
 def test_runner_rejects_an_empty_request(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """`sparse-clip-convert-clip`: a transformers `CLIPModel` (folder or Hub id) -> a SparseCLIP folder.
 
     sparse-clip-convert-clip --source openai/clip-vit-base-patch32 --output_dir out --verify
-    sparse-clip-convert-clip --source ./my-clip --output_dir out --sparsify 16384 --logit_scale_max 3.912
+    sparse-clip-convert-clip --source ./my-clip --output_dir out --signed_rotation_head 16384 --logit_scale_max 3.912
 
 The library call is `modeling_sparse_clip.conversion.transformers_clip.convert_clip_checkpoint`.
 """

@@ -1,5 +1,5 @@
-"""What every converter shares: the options of the converted head (activation, `--sparsify`, logit-scale
-cap), assembling the SparseCLIPModel from converted weights, and saving it with the Hub code.
+"""What every converter shares: the options of the converted head (activation, `--signed_rotation_head`,
+logit-scale cap), assembling the SparseCLIPModel from converted weights, and saving it with the Hub code.
 
 The logit bias (SigLIP-style OpenCLIP models have one) is carried as `config.logit_bias`, a constant
 the model adds to its logits: it changes neither softmax direction (zero-shot classification and
@@ -8,10 +8,12 @@ retrieval rankings are unchanged) and only matters for sigmoid probabilities.
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
+from ..atomic import atomic_dir
 from ..configuration_sparse_clip import SparseCLIPConfig
 from ..constants import HUB_CODE_FILES
 from ..modeling_sparse_clip import SparseCLIPModel
@@ -34,24 +36,33 @@ def check_log_logit_scale(value: float | None, flag: str = "--logit_scale_max") 
 
 @dataclass
 class ConversionOptions:
-    """How the converted head is built (the `--activation/--sparsify/--logit_scale_max/--seed` flags)."""
+    """How the converted head is built (the `--activation/--signed_rotation_head/--logit_scale_max/--seed` flags)."""
 
     activation: str = field(
         default="auto",
-        metadata={"help": "auto (relu when the projection is wider than both towers, the paper's format; else none), relu or none."},
+        metadata={"help": "auto (what the source computes: none for a plain CLIP at any width; relu only when its config says "
+                  "sparse_clip_activation=relu), relu or none (explicit: the converted model then differs from the source)."},
     )
-    sparsify: int | None = field(
+    signed_rotation_head: int | None = field(
         default=None,
-        metadata={"help": "Build a wide ReLU head of this width from the dense projection (signed random rotation; see modeling_sparse_clip/conversion/sparse_head.py)."},
+        metadata={"help": "Replace the dense projection by a ReLU head of this width, [QP; -QP] (Q a random rotation): an exact "
+                  "linear re-encoding of the dense embedding that starts at 50%% density, a starting point for sparsification "
+                  "fine-tuning, NOT the dense model (--verify prints the drift). See modeling_sparse_clip/conversion/sparse_head.py."},
     )
+    sparsify: int | None = field(default=None, metadata={"help": "Deprecated alias of --signed_rotation_head."})
     logit_scale_max: float | None = field(
         default=None,
         metadata={"help": "Cap of the logit scale, in LOG space (paper: ln 50 = 3.912). Default: max(ln 100, checkpoint value)."},
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the --sparsify rotation."})
+    seed: int = field(default=0, metadata={"help": "Seed of the --signed_rotation_head rotation."})
 
     def __post_init__(self):
         check_log_logit_scale(self.logit_scale_max)
+        if self.sparsify is not None:
+            if self.signed_rotation_head not in (None, self.sparsify):
+                raise ValueError(f"--sparsify {self.sparsify} and --signed_rotation_head {self.signed_rotation_head} disagree; give only --signed_rotation_head.")
+            warnings.warn("--sparsify is deprecated: it is --signed_rotation_head (an exact linear re-encoding, not sparse yet).", FutureWarning, stacklevel=2)
+            self.signed_rotation_head, self.sparsify = self.sparsify, None
 
 
 def assemble_sparse_clip(
@@ -61,29 +72,34 @@ def assemble_sparse_clip(
     options: ConversionOptions,
     logit_bias: float | None = None,
     what: str = "checkpoint",
+    declared_activation: str | None = None,
 ) -> SparseCLIPModel:
-    """A SparseCLIPModel holding `weights` (SparseCLIP key names, dense projections as in the source)."""
+    """A SparseCLIPModel holding `weights` (SparseCLIP key names, dense projections as in the source).
+
+    declared_activation: what the source's config says its head computes (None: nothing, a dense CLIP).
+    """
     embed_dim, vision_width = weights["visual_projection.weight"].shape
     text_embed_dim, text_width = weights["text_projection.weight"].shape
     if embed_dim != text_embed_dim:
         raise ValueError(f"{what}: image projection width {embed_dim} != text projection width {text_embed_dim}.")
-    activation = choose_activation(options.activation, embed_dim, (vision_width, text_width), options.sparsify)
+    rotation = options.signed_rotation_head
+    activation = choose_activation(options.activation, declared_activation, rotation, what)
     projection_dim = embed_dim
-    if options.sparsify is not None:
+    if rotation is not None:
         weights["visual_projection.weight"], weights["text_projection.weight"] = signed_rotation_heads(
-            weights["visual_projection.weight"], weights["text_projection.weight"], options.sparsify, seed=options.seed
+            weights["visual_projection.weight"], weights["text_projection.weight"], rotation, seed=options.seed
         )
-        projection_dim = options.sparsify
+        projection_dim = rotation
 
     scale = float(weights["logit_scale"])
     cap = options.logit_scale_max if options.logit_scale_max is not None else max(math.log(100.0), scale)
     if scale > cap:
-        if options.sparsify is None:
+        if rotation is None:
             raise ValueError(
                 f"{what}: its log logit scale {scale:.4f} (scale {math.exp(scale):.1f}) is above --logit_scale_max "
                 f"{cap:.4f}; the converted logits would differ from the source. Leave --logit_scale_max unset or raise it."
             )
-        print(f"--sparsify: clamping the log logit scale {scale:.4f} to the cap {cap:.4f} for fine-tuning.")
+        print(f"--signed_rotation_head: clamping the log logit scale {scale:.4f} to the cap {cap:.4f} for fine-tuning.")
         weights["logit_scale"] = torch.tensor(cap)
         scale = cap
 
@@ -107,14 +123,29 @@ def assemble_sparse_clip(
     return model.eval()
 
 
-def save_converted(model: SparseCLIPModel, processor, output_dir: str | os.PathLike) -> None:
-    """Weights + config + the two Hub code files + processor into `output_dir`."""
+PROCESSOR_CODE_FILE = "processing_open_clip.py"  # OpenCLIPTokenizer / OpenCLIPImageProcessor (Hub code)
+
+
+def save_converted(model: SparseCLIPModel, processor, output_dir: str | os.PathLike, quiet: bool = False) -> None:
+    """Weights + config + the Hub code files (model and processor) + processor into `output_dir`."""
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     missing = [f for f in HUB_CODE_FILES if not os.path.isfile(os.path.join(output_dir, f))]
     if missing:
         raise RuntimeError(f"save_pretrained did not write the Hub code {missing}; is modeling_sparse_clip imported?")
-    print(f"Saved to {output_dir}")
+    if not quiet:
+        print(f"Saved to {output_dir}")
+
+
+def write_converted(model: SparseCLIPModel, processor, output_dir: str | os.PathLike, verify=None) -> None:
+    """Save into a temporary folder beside `output_dir`, run `verify(tmp_folder)` on it, and only then move it
+    into place: a failed save or a failed `--verify` leaves nothing under `output_dir` (an existing folder there
+    is replaced only by a complete, verified one)."""
+    with atomic_dir(output_dir) as tmp:
+        save_converted(model, processor, tmp, quiet=True)
+        if verify is not None:
+            verify(str(tmp))
+    print(f"Saved to {output_dir}" + (" (verified)" if verify is not None else ""))
 
 
 def publish_converted(output_dir: str | os.PathLike, repo_id: str) -> None:

@@ -1,35 +1,37 @@
-"""The processor of a converted CLIP: the real OpenAI CLIP BPE tokenizer and an OpenCLIP-matching
-image processor, paired by transformers' `CLIPProcessor`.
+"""The processor of a converted CLIP: OpenCLIP's exact tokenizer and image preprocessing as
+transformers classes (`processing_open_clip.py`, a Hub code file), paired by `CLIPProcessor`.
 
 Tokenizer: built from OpenCLIP's `bpe_simple_vocab_16e6.txt.gz` exactly the way OpenCLIP's
 `SimpleTokenizer` builds its vocabulary (256 byte symbols, the same with `</w>`, 48,894 merges,
-then the two special tokens: 49,408 ids). It is constructed with `CLIPTokenizer(vocab=dict,
-merges=list)`: in transformers 5.23 the `vocab_file=`/`merges_file=` keywords silently give wrong
-ids. Padding uses `<|endoftext|>` (as OpenAI's HF tokenizers do). OpenCLIP pads with id 0 ("!"),
-but "!" cannot be the pad token: added tokens are matched inside text, so every "!" in a caption
-would become the pad id. The ids up to and including the first end-of-text are identical to
-`open_clip.tokenize`; what follows is padding that CLIP never reads (causal attention, pooled at
-the first end-of-text token).
+then `<start_of_text>` / `<end_of_text>`: 49,408 ids). It is constructed with `vocab=dict,
+merges=list`: in transformers 5.23 the `vocab_file=`/`merges_file=` keywords silently give wrong
+ids. `OpenCLIPTokenizer` adds OpenCLIP's Python text cleaning (ftfy, HTML unescape twice,
+whitespace) and special-token spelling; padding uses `<end_of_text>` (OpenCLIP pads with id 0,
+"!", which cannot be a pad token: added tokens are matched inside text). The ids up to and
+including the first end-of-text equal `open_clip.tokenize`'s; what follows is padding CLIP never
+reads (causal attention, pooled at the first end-of-text token).
 
-Image processor: OpenCLIP's eval transform is Resize(shortest side, bicubic, on the PIL image) ->
-CenterCrop -> RGB -> ToTensor -> Normalize(mean, std). `CLIPImageProcessor` with the PIL backend
-(`backend="pil"`, or `CLIPImageProcessorPil`) reproduces it bit for bit, with one exception:
-torchvision's CenterCrop rounds the crop offset half-to-even while transformers floors it, so
-when the resized long side exceeds the crop by 3 (mod 4) pixels the crop is one pixel off. The
-default torchvision backend of `AutoProcessor.from_pretrained` resizes tensors instead of PIL
-images and differs by at most one uint8 level (~0.015 after normalisation).
+Image processor: `OpenCLIPImageProcessor` runs OpenCLIP's eval transform (Resize of the PIL image
+in its own mode, torchvision's centre-crop rounding, RGB, ToTensor, Normalize) bit for bit on PIL
+inputs. Why not a standard backend (measured on scikit-learn's photos and their variants):
+transformers' PIL backend floors the crop offset (torchvision rounds half to even: a one-pixel
+shift on 640x427, 427x640, 227x224, ...) and composites alpha on white before resizing; its
+torchvision backend resizes uint8 tensors instead of PIL images (~0.015 off after normalising).
+Saved folders still name `CLIPTokenizer` / `CLIPImageProcessor` for loaders without
+`trust_remote_code`; `auto_map` points `trust_remote_code=True` at the exact classes.
 """
 
 import gzip
 from importlib import resources
 
-from transformers import CLIPProcessor, CLIPTokenizer
+from transformers import CLIPProcessor
 from transformers.image_utils import PILImageResampling
-from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from .processing_open_clip import EOT, SOT, OpenCLIPImageProcessor, OpenCLIPTokenizer
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+BOS, EOS = SOT, EOT  # OpenCLIP's spelling (OpenAI's HF tokenizers say <|startoftext|> / <|endoftext|>)
 _INTERPOLATIONS = {"bicubic": PILImageResampling.BICUBIC, "bilinear": PILImageResampling.BILINEAR, "nearest": PILImageResampling.NEAREST}
 
 
@@ -59,9 +61,10 @@ def clip_bpe_vocab_and_merges(bpe_path: str | None = None) -> tuple[dict[str, in
     return vocab, merges
 
 
-def build_clip_tokenizer(context_length: int = 77, bpe_path: str | None = None) -> CLIPTokenizer:
+def build_clip_tokenizer(context_length: int = 77, bpe_path: str | None = None) -> OpenCLIPTokenizer:
+    """`open_clip.tokenize`'s ids (cleaning and special tokens included) as a transformers tokenizer."""
     vocab, merges = clip_bpe_vocab_and_merges(bpe_path)
-    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token=EOS, model_max_length=context_length)
+    return OpenCLIPTokenizer(vocab=vocab, merges=merges, model_max_length=context_length)
 
 
 def build_image_processor(
@@ -71,8 +74,8 @@ def build_image_processor(
     interpolation: str = "bicubic",
     resize_mode: str = "shortest",
     **ignored,
-) -> CLIPImageProcessorPil:
-    """A CLIP image processor equivalent to OpenCLIP's eval transform for this `PreprocessCfg`."""
+) -> OpenCLIPImageProcessor:
+    """An image processor identical to OpenCLIP's eval transform for this `PreprocessCfg` (PIL inputs)."""
     if interpolation not in _INTERPOLATIONS:
         raise ValueError(f"interpolation={interpolation!r} is not supported; use one of {sorted(_INTERPOLATIONS)}.")
     height, width = (size, size) if isinstance(size, int) else tuple(size)
@@ -80,9 +83,9 @@ def build_image_processor(
     if resize_mode == "shortest":
         if height != width:
             raise ValueError(f"resize_mode='shortest' with a non-square size {size} has no CLIPImageProcessor equivalent.")
-        return CLIPImageProcessorPil(size={"shortest_edge": height}, crop_size={"height": height, "width": width}, do_center_crop=True, **common)
+        return OpenCLIPImageProcessor(size={"shortest_edge": height}, crop_size={"height": height, "width": width}, do_center_crop=True, **common)
     if resize_mode == "squash":
-        return CLIPImageProcessorPil(size={"height": height, "width": width}, do_center_crop=False, **common)
+        return OpenCLIPImageProcessor(size={"height": height, "width": width}, do_center_crop=False, **common)
     raise ValueError(
         f"resize_mode={resize_mode!r} (OpenCLIP's keep-ratio resize + pad) has no CLIPImageProcessor equivalent; "
         "only 'shortest' and 'squash' are converted."

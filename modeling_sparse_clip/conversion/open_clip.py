@@ -9,13 +9,17 @@ Three ways to say what the checkpoint is (`sparse-clip-convert-open-clip`, or
   # a folder with open_clip_config.json (+ open_clip_model.safetensors / open_clip_pytorch_model.bin),
   # as OpenCLIP's Hub export and the paper's OpenCLIP-based trainer write it
   sparse-clip-convert-open-clip --checkpoint ./laion-vit-b-32 --output_dir out
-  # an OpenAI / MetaCLIP state dict without a name: the architecture is read off the tensor shapes
-  # (as open_clip.build_model_from_openai_state_dict does); both were trained with QuickGELU
-  sparse-clip-convert-open-clip --checkpoint metaclip_b32_400m.pt --output_dir out
+  # a state dict without a name: the shapes give the architecture (as open_clip.build_model_from_openai_state_dict
+  # reads them) but NOT GELU vs QuickGELU; that comes from the checkpoint (OpenAI's export: QuickGELU), the
+  # open_clip_train run's params.txt beside it, or you (--quick_gelu true|false); otherwise it is refused
+  sparse-clip-convert-open-clip --checkpoint metaclip_b32_400m.pt --quick_gelu true --output_dir out
 
-Add `--verify` to compare against OpenCLIP on real images/captions, `--sparsify 16384` for a wide
-ReLU head ready for sparsification fine-tuning, `--push_to_hub org/name` to publish.
-A projection wider than both towers (the paper's format) converts to activation="relu".
+Add `--verify` to compare against OpenCLIP's own model on real images/captions (the output folder
+appears only if it passes), `--signed_rotation_head 16384` for a wide ReLU head to start
+sparsification fine-tuning from (an exact re-encoding, not the dense model; --verify prints the
+drift), `--push_to_hub org/name` to publish. The converted model computes what the source does:
+dense at any width, unless open_clip_config.json says `"sparse_clip_activation": "relu"` (the
+paper's format: OpenCLIP weights + a ReLU after the projection) or you pass --activation.
 
 In Python: `convert_open_clip_checkpoint(...)` is the whole command; `read_open_clip_source` +
 `convert_open_clip` give the model and processor without writing anything.
@@ -28,12 +32,14 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..modeling_sparse_clip import SparseCLIPModel
-from .assemble import ConversionOptions, assemble_sparse_clip, publish_converted, save_converted
+from .assemble import ConversionOptions, assemble_sparse_clip, publish_converted, write_converted
 from .checkpoint_io import find_weights_file, load_torch_state_dict
 from .clip_processing import build_clip_processor
 from .key_maps import apply_key_map, open_clip_key_map
+from .sparse_head import declared_activation
 from .verify import (
-    check_within, max_abs_diffs, print_table, ranking_agreement, real_images_and_captions, reference_outputs, sparse_clip_outputs,
+    TOKENIZER_PROBES, check_within, parity_with_source, preprocessing_probe_images, print_table, real_images_and_captions,
+    rotation_head_drift,
 )
 
 OPEN_CLIP_WEIGHT_FILES = (
@@ -72,6 +78,9 @@ class OpenCLIPSource:
     checkpoint_file: str
     kind: str  # "name", "folder" or "inferred"
     folder: str | None = None
+    model_name: str | None = None
+    quick_gelu_source: str = ""  # where GELU vs QuickGELU was read from (printed)
+    declared_activation: str | None = None  # the config's sparse_clip_activation, if it has one
 
     @property
     def quick_gelu(self) -> bool:
@@ -126,39 +135,80 @@ def infer_model_cfg(state_dict: dict, quick_gelu: bool) -> dict:
     }
 
 
+def read_run_params(checkpoint_file: str) -> dict[str, str]:
+    """open_clip_train's `params.txt` of the run a checkpoint belongs to (`<run>/checkpoints/epoch_N.pt`), if any:
+    the `model`, `force_quick_gelu` and `pretrained` the run was started with."""
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(checkpoint_file)))
+    path = os.path.join(run_dir, "params.txt")
+    if not os.path.isfile(path):
+        return {}
+    params = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, sep, value = line.partition(": ")
+            if sep:
+                params[key.strip()] = value.strip()
+    return params
+
+
+def _refuse_unknown_activation(checkpoint_file: str) -> ValueError:
+    return ValueError(
+        f"{checkpoint_file}: the weights cannot tell GELU from QuickGELU (a wrong guess changes every embedding). "
+        "Pass --model_name (e.g. ViT-B-32 for GELU, ViT-B-32-quickgelu for QuickGELU; with --pretrained_tag, e.g. openai "
+        "or metaclip_400m, its own setting is used), or --quick_gelu true|false."
+    )
+
+
 def read_open_clip_source(
     checkpoint: str, model_name: str | None = None, pretrained_tag: str | None = None, quick_gelu: bool | None = None
 ) -> OpenCLIPSource:
     """The checkpoint (weights file or open_clip_config.json folder) and its architecture and preprocessing.
 
-    model_name: a built-in OpenCLIP architecture (else a folder's config, else read off the shapes);
-    pretrained_tag: its OpenCLIP tag, read for preprocessing and quick_gelu (nothing is downloaded);
-    quick_gelu: override the activation (inferred checkpoints default to QuickGELU, as OpenAI/MetaCLIP).
+    model_name: a built-in OpenCLIP architecture (else a folder's config, else the open_clip_train run's
+    params.txt, else read off the shapes); pretrained_tag: its OpenCLIP tag, read for preprocessing and
+    quick_gelu (nothing is downloaded); quick_gelu: state the activation. GELU vs QuickGELU is never guessed:
+    it comes from the config / model name / tag / OpenAI export / params.txt, or from `quick_gelu`, or the
+    checkpoint is refused.
     """
     import open_clip
     from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
     preprocess_cfg = asdict(PreprocessCfg())
-    folder = None
+    folder, declared, gelu_source = None, None, ""
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"--checkpoint {checkpoint!r} does not exist (no such file or folder).")
     if os.path.isdir(checkpoint):
         folder = checkpoint
         config_path = os.path.join(folder, "open_clip_config.json")
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"{folder} has no open_clip_config.json; pass the weights file and --model_name instead.")
-        with open(config_path, encoding="utf-8") as f:
-            hf_config = json.load(f)
-        if "model_cfg" not in hf_config:
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                hf_config = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_path} is not valid JSON: {err}") from None
+        if not isinstance(hf_config, dict) or "model_cfg" not in hf_config:
             raise ValueError(f"{config_path} has no 'model_cfg'.")
         model_cfg, kind = hf_config["model_cfg"], "folder"
+        gelu_source = f"{config_path} (quick_gelu={bool(model_cfg.get('quick_gelu', False))})"
+        declared = declared_activation(hf_config, config_path)
         preprocess_cfg = merge_preprocess_dict(preprocess_cfg, hf_config.get("preprocess_cfg", {}))
         checkpoint_file = find_weights_file(folder, OPEN_CLIP_WEIGHT_FILES)
     else:
         checkpoint_file = checkpoint
         model_cfg, kind = None, "inferred"
+        if model_name is None:
+            params = read_run_params(checkpoint_file)
+            if params.get("model"):
+                model_name = params["model"]
+                print(f"Architecture from the run's params.txt: model={model_name}, force_quick_gelu={params.get('force_quick_gelu')}")
+                if quick_gelu is None and params.get("force_quick_gelu") == "True":
+                    quick_gelu = True  # open_clip_train's --force-quick-gelu on a GELU-named architecture
         if model_name:
             model_cfg, kind = open_clip.get_model_config(model_name), "name"
             if model_cfg is None:
-                raise ValueError(f"{model_name!r} is not a built-in OpenCLIP architecture; see open_clip.list_models().")
+                raise ValueError(f"--model_name {model_name!r} is not a built-in OpenCLIP architecture; see open_clip.list_models().")
+            gelu_source = f"--model_name {model_name} (quick_gelu={bool(model_cfg.get('quick_gelu', False))})"
             if pretrained_tag:
                 tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained_tag)
                 if not tag_cfg:
@@ -166,15 +216,23 @@ def read_open_clip_source(
                 preprocess_cfg = merge_preprocess_dict(preprocess_cfg, tag_cfg)
                 if "quick_gelu" in tag_cfg:
                     model_cfg["quick_gelu"] = tag_cfg["quick_gelu"]
+                    gelu_source = f"OpenCLIP's tag {model_name}/{pretrained_tag} (quick_gelu={tag_cfg['quick_gelu']})"
+        elif pretrained_tag:
+            raise ValueError("--pretrained_tag needs --model_name (a tag belongs to an architecture).")
 
     state_dict = load_torch_state_dict(checkpoint_file)
     if model_cfg is None:
-        model_cfg = infer_model_cfg(state_dict, quick_gelu=True if quick_gelu is None else quick_gelu)
-    if quick_gelu is not None:
+        if quick_gelu is None:
+            if not all(k in state_dict for k in OPENAI_METADATA_KEYS):
+                raise _refuse_unknown_activation(checkpoint_file)
+            quick_gelu, gelu_source = True, "the OpenAI export's metadata entries (OpenAI's CLIPs use QuickGELU)"
+        model_cfg = infer_model_cfg(state_dict, quick_gelu=quick_gelu)
+    if quick_gelu is not None and not gelu_source.startswith("the OpenAI"):
+        gelu_source = f"--quick_gelu {str(quick_gelu).lower()}"
         model_cfg["quick_gelu"] = quick_gelu
     image_size = model_cfg["vision_cfg"].get("image_size", 224)
     preprocess_cfg["size"] = image_size
-    return OpenCLIPSource(state_dict, model_cfg, preprocess_cfg, checkpoint_file, kind, folder)
+    return OpenCLIPSource(state_dict, model_cfg, preprocess_cfg, checkpoint_file, kind, folder, model_name, gelu_source, declared)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,8 +322,10 @@ def convert_open_clip(source: OpenCLIPSource, options: ConversionOptions | None 
     rules = open_clip_key_map(vision_config["num_hidden_layers"], text_config["num_hidden_layers"], text_prefix)
     what = f"OpenCLIP checkpoint {source.checkpoint_file}"
     weights = apply_key_map(state_dict, rules, what)
+    print(f"Activation of the towers: {'QuickGELU' if source.quick_gelu else 'GELU'}, from {source.quick_gelu_source or 'the config'}")
     model = assemble_sparse_clip(
-        text_config, vision_config, weights, options or ConversionOptions(), logit_bias=None if logit_bias is None else float(logit_bias), what=what
+        text_config, vision_config, weights, options or ConversionOptions(), logit_bias=None if logit_bias is None else float(logit_bias),
+        what=what, declared_activation=source.declared_activation,
     )
     processor = build_clip_processor(context_length=text_config["max_position_embeddings"], **source.preprocess_cfg)
     return model, processor
@@ -275,22 +335,29 @@ def convert_open_clip(source: OpenCLIPSource, options: ConversionOptions | None 
 # Verification against OpenCLIP itself
 # ---------------------------------------------------------------------------------------------
 def open_clip_reference(source: OpenCLIPSource, model_name: str | None = None):
-    """The source checkpoint loaded by OpenCLIP's own code (eval mode, fp32)."""
+    """The source checkpoint loaded by OpenCLIP's own code (eval mode, fp32): the model --verify compares with."""
     import open_clip
-    from open_clip.model import CLIP
+    from open_clip.model import CLIP, CustomTextCLIP
 
+    model_name = model_name or source.model_name
     if source.kind == "folder":
         model = open_clip.create_model(f"local-dir:{source.folder}", quick_gelu=source.quick_gelu)
     elif source.kind == "name":
         model = open_clip.create_model(model_name, pretrained=source.checkpoint_file, quick_gelu=source.quick_gelu)
+    elif all(k in source.state_dict for k in OPENAI_METADATA_KEYS) and "token_embedding.weight" in source.state_dict:
+        # An OpenAI export: OpenCLIP's own reader of such state dicts (it infers the architecture itself).
+        state_dict = {k: v.clone() for k, v in source.state_dict.items()}
+        model = open_clip.build_model_from_openai_state_dict(state_dict, quick_gelu=source.quick_gelu).float()
     else:
-        model = CLIP(**source.model_cfg)
+        cls = CustomTextCLIP if "text.token_embedding.weight" in source.state_dict else CLIP
+        model = cls(**source.model_cfg)
         open_clip.load_checkpoint(model, source.checkpoint_file, strict=True)
     return model.eval()
 
 
 def _crop_offsets_disagree(image_size: tuple[int, int], preprocess_cfg: dict) -> bool:
-    """True when OpenCLIP's and transformers' centre crops of this (width, height) image start 1 pixel apart."""
+    """True when torchvision's centre crop (OpenCLIP) and transformers' standard processors' (floored offset)
+    of this (width, height) image start 1 pixel apart; OpenCLIPImageProcessor rounds like torchvision."""
     size = preprocess_cfg["size"] if isinstance(preprocess_cfg["size"], int) else preprocess_cfg["size"][0]
     if preprocess_cfg.get("resize_mode", "shortest") != "shortest":
         return False
@@ -299,46 +366,64 @@ def _crop_offsets_disagree(image_size: tuple[int, int], preprocess_cfg: dict) ->
     return int(round(margin / 2.0)) != margin // 2
 
 
-@torch.no_grad()
-def verify_open_clip(reference_model, source: OpenCLIPSource, output_dir: str, tolerance: float) -> dict:
-    """Run OpenCLIP and the saved SparseCLIP on real images/captions; print and return the differences."""
+def preprocessing_parity(source: OpenCLIPSource, output_dir: str) -> dict[str, float]:
+    """The saved processor (as `AutoProcessor.from_pretrained(dir, trust_remote_code=True)` loads it) vs OpenCLIP's
+    own `preprocess` and `tokenize`, on real photos in common shapes/modes and on tricky captions."""
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
-    from transformers import CLIPProcessor
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(output_dir, trust_remote_code=True)
+    transform = image_transform_v2(PreprocessCfg(**source.preprocess_cfg), is_train=False)
+    diffs = {}
+    for name, image in preprocessing_probe_images().items():
+        ours = processor(images=image, return_tensors="pt").pixel_values[0]
+        diffs[f"pixels {name}"] = (ours - transform(image)).abs().max().item()
+    _, captions = real_images_and_captions()
+    texts = captions + list(TOKENIZER_PROBES)
+    context_length = source.model_cfg["text_cfg"].get("context_length", 77)
+    reference = open_clip.tokenize(texts, context_length=context_length)
+    enc = processor.tokenizer(texts, padding="max_length", truncation=True, max_length=context_length, return_tensors="pt")
+    diffs["captions with other token ids"] = float(((enc.input_ids * enc.attention_mask) != reference).any(dim=1).sum())
+    return diffs
+
+
+@torch.no_grad()
+def verify_open_clip(reference_model, source: OpenCLIPSource, output_dir: str, tolerance: float) -> dict:
+    """The saved SparseCLIP vs OpenCLIP's own model on real images/captions: preprocessing parity, then model
+    parity on identical inputs (or, for --signed_rotation_head, the drift). Prints; raises when out of tolerance."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+    from transformers import AutoProcessor
+
+    preprocessing = preprocessing_parity(source, output_dir)
+    print_table("Preprocessing: saved processor (trust_remote_code) vs OpenCLIP preprocess/tokenize, max abs difference", preprocessing)
 
     images, captions = real_images_and_captions()
     context_length = source.model_cfg["text_cfg"].get("context_length", 77)
     transform = image_transform_v2(PreprocessCfg(**source.preprocess_cfg), is_train=False)
-    ref_pixels = torch.stack([transform(im) for im in images])
+    pixels = torch.stack([transform(im) for im in images])
     ref_ids = open_clip.tokenize(captions, context_length=context_length)
-
-    processor = CLIPProcessor.from_pretrained(output_dir, backend="pil")
-    inputs = processor(images=images, text=captions, padding="max_length", truncation=True, max_length=context_length, return_tensors="pt")
+    tokenizer = AutoProcessor.from_pretrained(output_dir, trust_remote_code=True).tokenizer
+    inputs = tokenizer(captions, padding="max_length", truncation=True, max_length=context_length, return_tensors="pt")
     model = SparseCLIPModel.from_pretrained(output_dir).eval()
 
-    preprocessing = {
-        f"pixels[{i}] {im.size[0]}x{im.size[1]}": (inputs.pixel_values[i] - ref_pixels[i]).abs().max().item() for i, im in enumerate(images)
-    }
-    shifted = [i for i, im in enumerate(images) if _crop_offsets_disagree(im.size, source.preprocess_cfg)]
-    if shifted:
-        print(f"Images {shifted}: torchvision rounds the centre-crop offset half-to-even, transformers floors it: a 1-pixel shift.")
-    preprocessing["token ids differing (before pad)"] = int(((inputs.input_ids * inputs.attention_mask) != ref_ids).sum())
-    print_table("Preprocessing vs OpenCLIP (PIL backend)", preprocessing)
-
-    # Same pixels and ids into both models: model parity, separate from preprocessing parity.
-    converted = sparse_clip_outputs(model, ref_pixels, inputs.input_ids, inputs.attention_mask)
-    image_features, text_features = reference_model.encode_image(ref_pixels), reference_model.encode_text(ref_ids)
-    scale, bias = reference_model.logit_scale.exp(), getattr(reference_model, "logit_bias", None)
-    if model.config.projection_dim != image_features.shape[-1]:  # --sparsify: rankings, not values
-        dense = reference_outputs(image_features, text_features, scale, bias)["logits_per_image"]
-        agreement = ranking_agreement(dense, converted["logits_per_image"])
-        print_table("Zero-shot ranking agreement, wide ReLU head vs dense OpenCLIP", agreement)
-        return agreement
-    diffs = max_abs_diffs(reference_outputs(image_features, text_features, scale, bias, model.config.activation), converted)
-    print_table(f"SparseCLIP ({model.config.activation}) vs OpenCLIP: max abs difference", diffs)
-    check_within({k: v for k, v in diffs.items() if k != "logits_per_image"}, tolerance, "verify")
-    check_within({"logits_per_image": diffs["logits_per_image"]}, tolerance * max(1.0, float(scale)), "verify (logits)")
-    return diffs
+    # Same pixels into both models, each model's own ids (identical up to padding): model parity.
+    source_image, source_text = reference_model.encode_image(pixels), reference_model.encode_text(ref_ids)
+    source_logits, _ = reference_model.get_logits(pixels, ref_ids)
+    if model.config.projection_dim != source_image.shape[-1]:  # --signed_rotation_head: drift, not parity
+        drift = rotation_head_drift(model, pixels, inputs.input_ids, inputs.attention_mask, source_image, source_text, source_logits)
+        print_table(f"--signed_rotation_head {model.config.projection_dim} vs dense OpenCLIP (NOT the dense model: drift)", drift)
+        check_within({"re-encoding error (relative)": drift["re-encoding error (relative)"]}, 1e-4, "verify (exact linear re-encoding)")
+        check_within({k: v for k, v in preprocessing.items()}, tolerance, "verify (preprocessing)")
+        return {**preprocessing, **drift}
+    diffs = parity_with_source(model, pixels, inputs.input_ids, inputs.attention_mask, source_image, source_text, source_logits, "OpenCLIP")
+    print_table(f"SparseCLIP (activation={model.config.activation}) vs OpenCLIP's own model: max abs difference", diffs)
+    scale = float(reference_model.logit_scale.exp())
+    check_within(preprocessing, tolerance, "verify (preprocessing)")
+    check_within({k: v for k, v in diffs.items() if "logits" not in k}, tolerance, "verify")
+    check_within({k: v for k, v in diffs.items() if "logits" in k}, tolerance * max(1.0, scale), "verify (logits)")
+    return {**preprocessing, **diffs}
 
 
 def convert_open_clip_checkpoint(
@@ -353,12 +438,11 @@ def convert_open_clip_checkpoint(
     verify_tolerance: float = 1e-4,
     push_to_hub: str | None = None,
 ) -> SparseCLIPModel:
-    """Read, convert and save to `output_dir`; then, if asked, verify against OpenCLIP and publish."""
+    """Read, convert, (if asked) verify against OpenCLIP in a temporary folder, move it to `output_dir`, publish."""
     source = read_open_clip_source(checkpoint, model_name=model_name, pretrained_tag=pretrained_tag, quick_gelu=quick_gelu)
     model, processor = convert_open_clip(source, options)
-    save_converted(model, processor, output_dir)
-    if verify:
-        verify_open_clip(open_clip_reference(source, model_name), source, output_dir, verify_tolerance)
+    check = (lambda folder: verify_open_clip(open_clip_reference(source), source, folder, verify_tolerance)) if verify else None
+    write_converted(model, processor, output_dir, verify=check)  # nothing appears under output_dir unless verified
     if push_to_hub:  # after verification passed
         publish_converted(output_dir, push_to_hub)
     return model

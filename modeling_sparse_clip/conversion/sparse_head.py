@@ -1,4 +1,12 @@
-r"""Initialising a wide ReLU head from a dense CLIP (`--sparsify WIDTH`), and choosing the activation.
+r"""Initialising a wide ReLU head from a dense CLIP (`--signed_rotation_head WIDTH`, formerly `--sparsify`),
+and choosing the activation of a converted model.
+
+What it is, in one line: an EXACT LINEAR RE-ENCODING of the dense embedding into a ReLU head that
+starts at 50% density. It is not the dense model: cosines, logits, sigmoid/bias outputs and some
+rankings change (measured on random-weight ViT-B-32s: cosines shift up by ~+0.3 and compress ~2x,
+top-1 agreement 79-95% at 16,384 wide, 36-50% at 1,024; L0 exactly 50%). `--verify` prints this
+drift for every conversion. Whether it is a good starting point for sparsification fine-tuning
+is a training question (the sparsify -> fine-tune recipe), not a conversion one.
 
 Sparse CLIP puts a ReLU after a projection that is much wider than the dense one. Starting
 sparsification fine-tuning from a dense CLIP needs a wide head that, before any training, keeps
@@ -36,17 +44,45 @@ will raise the scale.
 import torch
 
 
-def choose_activation(activation: str, projection_dim: int, tower_widths: tuple[int, int], sparsify: int | None) -> str:
-    """`auto`: a projection wider than both towers is the paper's ReLU format; otherwise dense."""
-    if sparsify is not None:
-        if activation not in ("auto", "relu"):
-            raise ValueError(f"--sparsify builds a ReLU head; it cannot be combined with --activation {activation}.")
-        return "relu"
-    if activation == "auto":
-        return "relu" if projection_dim > max(tower_widths) else "none"
-    if activation not in ("relu", "none"):
+ACTIVATIONS = ("auto", "relu", "none")
+
+
+def choose_activation(activation: str, declared: str | None, rotation_head: int | None, what: str = "the source") -> str:
+    """The converted model's activation: what the source computes, unless asked for explicitly.
+
+    declared: the activation the source's own config states (`sparse_clip_activation`, see
+    `declared_activation`), None when it states none: a plain CLIP is dense, at ANY width (a wide
+    projection alone says nothing: a dense model may be wider than its towers).
+    """
+    if activation not in ACTIVATIONS:
         raise ValueError(f"--activation must be auto, relu or none for a converted checkpoint, got {activation!r}.")
+    if rotation_head is not None:
+        if activation == "none" or declared == "relu":
+            raise ValueError(
+                f"--signed_rotation_head builds a ReLU head from a DENSE projection; it cannot be combined with "
+                f"{'--activation none' if activation == 'none' else what + ', which already declares a ReLU head'}."
+            )
+        return "relu"
+    source_activation = declared or "none"
+    if activation == "auto":
+        return source_activation
+    if activation != source_activation:
+        print(
+            f"--activation {activation}: {what} computes activation={source_activation}; the converted model will NOT "
+            "reproduce it (its outputs differ from the source's), as asked."
+        )
     return activation
+
+
+def declared_activation(config: dict, what: str) -> str | None:
+    """`sparse_clip_activation` of a source config (open_clip_config.json top level, or a CLIPModel's config.json):
+    how a checkpoint of the paper's format (standard CLIP weights + a ReLU after the projection) says so."""
+    value = config.get("sparse_clip_activation")
+    if value is None:
+        return None
+    if value not in ("relu", "none"):
+        raise ValueError(f"{what}: sparse_clip_activation={value!r}; a converted CLIP head is 'relu' or 'none'.")
+    return value
 
 
 def random_orthonormal_columns(rows: int, cols: int, seed: int) -> torch.Tensor:
@@ -65,7 +101,7 @@ def signed_rotation_heads(
         raise ValueError(f"the two dense projections disagree on the embedding width: {d} vs {text_projection.shape[0]}")
     if width % 2 or width < 2 * d:
         raise ValueError(
-            f"--sparsify {width}: the width must be even and at least twice the dense embedding width ({2 * d}); "
+            f"--signed_rotation_head {width}: the width must be even and at least twice the dense embedding width ({2 * d}); "
             f"the paper uses 32x-72x the tower width, e.g. {32 * d}."
         )
     q = random_orthonormal_columns(width // 2, d, seed)

@@ -1,12 +1,15 @@
 """Convert a transformers `CLIPModel` (a local folder or a Hub id) into a SparseCLIP folder.
 
   sparse-clip-convert-clip --source openai/clip-vit-base-patch32 --output_dir out --verify
-  sparse-clip-convert-clip --source ./my-clip --output_dir out --sparsify 16384
+  sparse-clip-convert-clip --source ./my-clip --output_dir out --signed_rotation_head 16384
 
 (or `python -m conversion.convert_clip_to_sparse_clip ...` from a checkout). The towers keep
 transformers' CLIP layout, so the key map is the identity over an explicit key list (checked for
 counts and shapes); a source processor (preprocessor + tokenizer files) is carried over, otherwise
-the CLIP BPE tokenizer and the standard CLIP image processor are built.
+OpenCLIP's tokenizer and image processor are built. A CLIPModel is dense, so the converted model is
+dense at any width, unless its config.json says `"sparse_clip_activation": "relu"` (the paper's format
+saved as a CLIPModel) or --activation says otherwise. --verify runs transformers' CLIPModel itself; the
+output folder appears only when it passes.
 
 In Python: `convert_clip_checkpoint(...)` is the whole command; `convert_clip(folder)` gives the
 model and processor without writing anything.
@@ -17,33 +20,57 @@ import os
 import torch
 
 from ..modeling_sparse_clip import SparseCLIPModel
-from .assemble import ConversionOptions, assemble_sparse_clip, publish_converted, save_converted
+from .assemble import ConversionOptions, assemble_sparse_clip, publish_converted, write_converted
 from .checkpoint_io import load_sharded_or_single
 from .clip_processing import build_clip_processor
 from .key_maps import apply_key_map, transformers_clip_key_map
-from .verify import check_within, max_abs_diffs, print_table, ranking_agreement, real_images_and_captions, reference_outputs, sparse_clip_outputs
+from .sparse_head import declared_activation
+from .verify import check_within, parity_with_source, print_table, real_images_and_captions, rotation_head_drift
 
 # Buffers that older transformers versions saved; they hold arange() and carry no weights.
 LEGACY_BUFFERS = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
+
+
+def _looks_like_a_path(source: str) -> bool:
+    """Hub ids are NAME or ORG/NAME; anything else, or anything whose first part exists here, is a local path."""
+    if source.startswith((".", "/", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source:
+        return True
+    return "/" in source and os.path.isdir(source.split("/", 1)[0])
 
 
 def resolve_folder(source: str, revision: str | None = None) -> str:
     """A local folder for `source`: itself, or a Hub snapshot (config, weights, processor files only)."""
     if os.path.isdir(source):
         return source
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:  # a path, not a Hub id ORG/NAME
-        raise FileNotFoundError(f"No CLIPModel folder at {source!r}: give a folder with config.json and weights, or a Hub id ORG/NAME.")
+    if os.path.exists(source):
+        raise NotADirectoryError(f"--source {source!r} is a file; give the CLIPModel FOLDER (config.json + weights) or a Hub id ORG/NAME.")
+    if _looks_like_a_path(source):
+        raise FileNotFoundError(f"--source {source!r} does not exist (no such folder): give a CLIPModel folder (config.json + weights) or a Hub id ORG/NAME.")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
 
     patterns = ["*.json", "*.safetensors", "*.bin", "*.txt"]
-    return snapshot_download(source, revision=revision, allow_patterns=patterns)
+    try:
+        return snapshot_download(source, revision=revision, allow_patterns=patterns)
+    except HFValidationError:
+        raise FileNotFoundError(f"--source {source!r} is neither a local folder (no such path) nor a valid Hub id ORG/NAME.") from None
+    except Exception as err:  # offline, unknown repo, no access: one line that says both readings failed
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FileNotFoundError(
+            f"--source {source!r} is not a local folder (no such path) and could not be downloaded from the Hub: {reason}"
+        ) from None
 
 
 def read_clip_source(folder: str):
     """(CLIPConfig, state dict) of a transformers CLIPModel folder."""
     from transformers import AutoConfig, CLIPConfig
 
-    config = AutoConfig.from_pretrained(folder)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise FileNotFoundError(f"{folder} has no config.json, so it is not a saved transformers CLIPModel.")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except ValueError as err:  # an unknown model_type, or a config that is not JSON
+        raise ValueError(f"{folder}/config.json cannot be read as a transformers config: {str(err).splitlines()[0]}") from None
     if not isinstance(config, CLIPConfig):
         raise ValueError(f"{folder} holds a {type(config).__name__} (model_type={config.model_type!r}), not a CLIPModel.")
     state_dict = load_sharded_or_single(folder)
@@ -73,35 +100,36 @@ def convert_clip(folder: str, options: ConversionOptions | None = None):
     rules = transformers_clip_key_map(config.vision_config.num_hidden_layers, config.text_config.num_hidden_layers)
     what = f"CLIPModel {folder}"
     weights = apply_key_map(state_dict, rules, what)
-    model = assemble_sparse_clip(config.text_config.to_dict(), config.vision_config.to_dict(), weights, options or ConversionOptions(), what=what)
+    declared = declared_activation(config.to_dict(), f"{folder}/config.json")
+    model = assemble_sparse_clip(
+        config.text_config.to_dict(), config.vision_config.to_dict(), weights, options or ConversionOptions(), what=what, declared_activation=declared
+    )
     return model, source_processor(folder, config)
 
 
 @torch.no_grad()
 def verify_clip(folder: str, output_dir: str, tolerance: float) -> dict:
-    """Run transformers' CLIPModel and the saved SparseCLIP on real images/captions; print the differences."""
-    from transformers import CLIPModel, CLIPProcessor
+    """transformers' CLIPModel (the source, its own forward) vs the saved SparseCLIP on real images/captions."""
+    from transformers import AutoProcessor, CLIPModel
 
     reference = CLIPModel.from_pretrained(folder).eval()
     model = SparseCLIPModel.from_pretrained(output_dir).eval()
-    processor = CLIPProcessor.from_pretrained(output_dir)
+    processor = AutoProcessor.from_pretrained(output_dir, trust_remote_code=True)
     images, captions = real_images_and_captions()
     inputs = processor(images=images, text=captions, padding=True, return_tensors="pt")
     if inputs.input_ids.max() >= reference.config.text_config.vocab_size:
         raise ValueError("The source's vocabulary is smaller than the CLIP BPE's; ship the source's tokenizer with it.")
-    image_features = reference.get_image_features(pixel_values=inputs.pixel_values).pooler_output
-    text_features = reference.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).pooler_output
-    converted = sparse_clip_outputs(model, inputs.pixel_values, inputs.input_ids, inputs.attention_mask)
-    dense_logits = reference(**inputs).logits_per_image
-    if model.config.projection_dim != image_features.shape[-1]:
-        agreement = ranking_agreement(dense_logits, converted["logits_per_image"])
-        print_table("Zero-shot ranking agreement, wide ReLU head vs dense CLIPModel", agreement)
-        return agreement
-    expected = reference_outputs(image_features, text_features, reference.logit_scale.exp(), activation=model.config.activation)
-    diffs = max_abs_diffs(expected, converted)
-    if model.config.activation == "none":  # CLIPModel's own logits too, not only ours recomputed
-        diffs["logits vs CLIPModel.forward"] = (dense_logits - converted["logits_per_image"]).abs().max().item()
-    print_table(f"SparseCLIP ({model.config.activation}) vs transformers CLIPModel: max abs difference", diffs)
+    source_image = reference.get_image_features(pixel_values=inputs.pixel_values).pooler_output
+    source_text = reference.get_text_features(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).pooler_output
+    source_logits = reference(**inputs).logits_per_image
+    args = (model, inputs.pixel_values, inputs.input_ids, inputs.attention_mask, source_image, source_text, source_logits)
+    if model.config.projection_dim != source_image.shape[-1]:
+        drift = rotation_head_drift(*args)
+        print_table(f"--signed_rotation_head {model.config.projection_dim} vs dense CLIPModel (NOT the dense model: drift)", drift)
+        check_within({"re-encoding error (relative)": drift["re-encoding error (relative)"]}, 1e-4, "verify (exact linear re-encoding)")
+        return drift
+    diffs = parity_with_source(*args, source_name="CLIPModel")
+    print_table(f"SparseCLIP (activation={model.config.activation}) vs transformers CLIPModel: max abs difference", diffs)
     scale = float(reference.logit_scale.exp())
     check_within({k: v for k, v in diffs.items() if "logits" not in k}, tolerance, "verify")
     check_within({k: v for k, v in diffs.items() if "logits" in k}, tolerance * max(1.0, scale), "verify (logits)")
@@ -118,12 +146,11 @@ def convert_clip_checkpoint(
     verify_tolerance: float = 1e-4,
     push_to_hub: str | None = None,
 ) -> SparseCLIPModel:
-    """Convert a CLIPModel folder or Hub id and save it to `output_dir`; then, if asked, verify and publish."""
+    """Convert a CLIPModel folder or Hub id, (if asked) verify it in a temporary folder, move it to `output_dir`, publish."""
     folder = resolve_folder(source, revision)
     model, processor = convert_clip(folder, options)
-    save_converted(model, processor, output_dir)
-    if verify:
-        verify_clip(folder, output_dir, verify_tolerance)
+    check = (lambda tmp: verify_clip(folder, tmp, verify_tolerance)) if verify else None
+    write_converted(model, processor, output_dir, verify=check)  # nothing appears under output_dir unless verified
     if push_to_hub:  # after verification passed
         publish_converted(output_dir, push_to_hub)
     return model

@@ -1,8 +1,14 @@
-"""Parity checks of a converted model against its source library, on real images and captions.
+"""Parity checks of a converted model against its source library's OWN forward, on real images and captions.
 
 Images: the two photographs shipped with scikit-learn (`load_sample_images`: a temple in China and
 a flower, 640x427) and emoji rendered from the Noto Color Emoji font (136x128). Captions describe
-them. No network and no synthetic tensors: what runs through both models is real pixels and text.
+them. Preprocessing probes add the photos' common variants (1024x768, portrait, tiny, grey, RGBA
+with transparency) and captions that exercise OpenCLIP's text cleaning and special tokens. No
+network and no synthetic tensors: what runs through both models is real pixels and text.
+
+The reference is always the source library's model (OpenCLIP's `CLIP`, transformers' `CLIPModel`):
+its projected features and its own logits. The only thing ever added to it is a head activation
+the source's config declares (or the user asked for with --activation), and the table says so.
 """
 
 import math
@@ -19,6 +25,15 @@ PHOTO_CAPTIONS = {
     "flower.jpg": "a close-up photo of a pink flower!",
 }
 DEFAULT_EMOJI = ("\N{GRINNING FACE}", "\N{CAT FACE}", "\N{ROCKET}", "\N{SLICE OF PIZZA}")
+# Captions where a tokenizer without OpenCLIP's cleaning / special tokens gives other ids (tests/fixtures has more).
+TOKENIZER_PROBES = (
+    "Tom &amp; Jerry",
+    "caf\u00c3\u00a9 au lait",  # mojibake of "café": ftfy repairs it
+    "a dog <|endoftext|> and a cat",  # plain text for OpenCLIP
+    "a dog <end_of_text> and a cat",  # OpenCLIP's own end-of-text spelling: the caption ends there
+    "&amp;lt;b&amp;gt;bold&amp;lt;/b&amp;gt;",  # unescaped twice
+    "\ufb01sh \uff21\uff22\uff23 \u201cquoted\u201d",  # ligature, full-width, curly quotes
+)
 
 
 def render_emoji(character: str) -> Image.Image:
@@ -45,6 +60,83 @@ def real_images_and_captions(emoji: tuple[str, ...] = DEFAULT_EMOJI) -> tuple[li
         images.append(render_emoji(character))
         captions.append(f"an emoji of a {unicodedata.name(character).lower()}")
     return images, captions
+
+
+def preprocessing_probe_images() -> dict[str, Image.Image]:
+    """scikit-learn's two photos and the shapes and modes a user's images come in, all from real pixels."""
+    import numpy as np
+    from sklearn.datasets import load_sample_images
+
+    sample = load_sample_images()
+    china, flower = (Image.fromarray(a) for a in sample.images)
+    rgba = np.array(flower.convert("RGBA"))
+    rgba[..., 3] = np.linspace(0, 255, rgba.shape[1]).astype(np.uint8)[None]  # a real alpha ramp
+    return {
+        "china 640x427": china,
+        "flower 640x427": flower,
+        "china 1024x768": china.resize((1024, 768), Image.Resampling.BICUBIC),
+        "flower portrait 427x640": flower.transpose(Image.Transpose.ROTATE_90),
+        "china tiny 40x27": china.resize((40, 27), Image.Resampling.BICUBIC),
+        "china 227x224": china.resize((227, 224), Image.Resampling.BICUBIC),
+        "china grey (L)": china.convert("L"),
+        "flower RGBA (alpha ramp)": Image.fromarray(rgba),
+    }
+
+
+@torch.no_grad()
+def pre_activation_features(model, pixel_values, input_ids, attention_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The converted model's projected features BEFORE its head activation (what the source's encoders return)."""
+    image = model.visual_projection(model.pool_image_tower(pixel_values))
+    text = model.text_projection(model.pool_text_tower(input_ids, attention_mask))
+    return image, text
+
+
+@torch.no_grad()
+def parity_with_source(model, pixel_values, input_ids, attention_mask, source_image, source_text, source_logits, source_name: str) -> dict[str, float]:
+    """Max abs differences between a converted model (same width as the source) and the source's own outputs."""
+    pre_image, pre_text = pre_activation_features(model, pixel_values, input_ids, attention_mask)
+    out = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+    diffs = {
+        f"image features vs {source_name}": (pre_image - source_image).abs().max().item(),
+        f"text features vs {source_name}": (pre_text - source_text).abs().max().item(),
+    }
+    activation = model.config.activation
+    if activation == "none":
+        diffs[f"logits vs {source_name} forward"] = (out.logits_per_image - source_logits).abs().max().item()
+        return diffs
+    if activation != "relu":
+        raise ValueError(f"no parity reference for activation={activation!r}")
+    # The source's config declares a ReLU head (or --activation relu asked for one): the source's own features
+    # through that ReLU, and the logits they give.
+    expected = reference_outputs(source_image, source_text, model.effective_logit_scale(), model.config.logit_bias, "relu")
+    diffs[f"image activations vs relu({source_name})"] = (out.image_activations - expected["image_features"]).abs().max().item()
+    diffs[f"text activations vs relu({source_name})"] = (out.text_activations - expected["text_features"]).abs().max().item()
+    diffs[f"logits vs relu({source_name}) logits"] = (out.logits_per_image - expected["logits_per_image"]).abs().max().item()
+    return diffs
+
+
+@torch.no_grad()
+def rotation_head_drift(model, pixel_values, input_ids, attention_mask, source_image, source_text, source_logits) -> dict[str, float]:
+    """How far a --signed_rotation_head model is from its dense source: exactness of the linear re-encoding,
+    ranking agreement, cosine shift and L0 (the fraction of active dimensions)."""
+    out = model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask)
+    u_img, u_txt = out.image_activations, out.text_activations
+    half = u_img.shape[-1] // 2
+    d_img, d_txt = u_img[:, :half] - u_img[:, half:], u_txt[:, :half] - u_txt[:, half:]
+    dense_gram = source_image @ source_text.T
+    cos_dense = F.normalize(source_image, dim=-1) @ F.normalize(source_text, dim=-1).T
+    cos_wide = out.image_embeds @ out.text_embeds.T
+    shift = cos_wide - cos_dense
+    drift = {
+        "re-encoding error (relative)": ((d_img @ d_txt.T - dense_gram).abs().max() / dense_gram.abs().max()).item(),
+        **ranking_agreement(source_logits, out.logits_per_image),
+        "cosine shift mean": shift.mean().item(),
+        "cosine shift max abs": shift.abs().max().item(),
+        "cosine spread ratio wide/dense": (cos_wide.std() / cos_dense.std()).item(),
+        "L0 image (fraction active)": (u_img > 0).float().mean().item(),
+        "L0 text (fraction active)": (u_txt > 0).float().mean().item(),
+    }
+    return drift
 
 
 @torch.no_grad()

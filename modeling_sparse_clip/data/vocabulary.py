@@ -71,3 +71,40 @@ def load_vocabulary(path: str | os.PathLike = DATA_CACHE_DIR / "vocabulary.txt")
     if not path.exists():
         return build_vocabulary(path)
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def normalise_query(word: str) -> str:
+    """What a visitor typed, in the vocabulary's spelling conventions: spaces for underscores, single spaces."""
+    return " ".join(str(word).replace("_", " ").split())
+
+
+class WordLookup:
+    """Case-insensitive look-up of words in a vocabulary, the exact form preferred.
+
+    The vocabulary keeps WordNet's capitals ("Persian cat", "Santa Claus", "Sno-cat") and sometimes
+    several forms of one word ("Polish" and "polish"): `resolve` returns the form typed when it is
+    there, else the lowercase form, else the first form in vocabulary order that matches ignoring case.
+    """
+
+    def __init__(self, words):
+        self.words = list(words)
+        self.index = {w: i for i, w in enumerate(self.words)}
+        self.folded: dict[str, int] = {}
+        for i, w in enumerate(self.words):
+            self.folded.setdefault(w.casefold(), i)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def resolve(self, word: str) -> str | None:
+        """The vocabulary's form of `word`, or None when no form of it is in the vocabulary."""
+        query = normalise_query(word)
+        for candidate in (query, query.lower()):
+            if candidate in self.index:
+                return candidate
+        i = self.folded.get(query.casefold())
+        return None if i is None else self.words[i]
+
+    def position(self, word: str) -> int | None:
+        resolved = self.resolve(word)
+        return None if resolved is None else self.index[resolved]

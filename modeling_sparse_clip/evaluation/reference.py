@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..caching import TensorCache, fingerprint
 from ..constants import BENCH_CACHE_DIR
-from ..encoding import as_rgb
+from ..images import to_rgb as as_rgb
 
 
 class ImageReference(Protocol):

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..caching import TensorCache, fingerprint
-from ..constants import BENCH_CACHE_DIR, DATA_CACHE_DIR
+from ..constants import BENCH_CACHE_DIR, DATA_CACHE_DIR, FEATURE_CACHE_DIR
 from ..data.eval_sets import EvalSet
 from ..encoding import SparseCLIPEncoder
 from ..sparse_embeddings import SparseEmbeddings
@@ -54,6 +54,9 @@ class BenchmarkArguments:
     reference_image_encoder: str = field(default="efficientnet_lite0", metadata={"help": "Clarity's reference: efficientnet_lite0 (offline default) or a model folder/Hub id with get_image_features (e.g. a converted OpenAI CLIP, as in the paper)."})
     reference_image_size: int = field(default=224, metadata={"help": "Input size of the EfficientNet-Lite0 reference (native: 224)."})
     cache_dir: str = field(default=str(BENCH_CACHE_DIR), metadata={"help": "Cache of reference embeddings (keyed by dataset fingerprint)."})
+    tower_cache_dir: str = field(default=str(FEATURE_CACHE_DIR), metadata={"help": "Shared cache of pooled tower outputs, keyed by tower fingerprint + input set: models and SAEs on the same frozen towers run them once ('' turns it off)."})
+    concept_labels: bool = field(default=True, metadata={"help": "Compute label agreement (needs the model's text tower over the vocabulary)."})
+    channels_last: bool = field(default=True, metadata={"help": "Run convolutional image towers channels-last (about 2x faster on CPU)."})
     tau: float = field(default=0.001, metadata={"help": "Activation threshold of Clarity and active features (paper: 0.001)."})
     n_min: int = field(default=2, metadata={"help": "Minimum images per feature for Clarity (paper: 2)."})
     batch_size: int = field(default=64)
@@ -208,6 +211,8 @@ def run(args: BenchmarkArguments) -> dict:
     eval_sets = build_suite(args.suite, args.zero_shot_datasets, args.retrieval_datasets, args.split, args.data_cache_dir, args.max_examples)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     kwargs = dict(batch_size=args.batch_size, device=device, progress=args.progress)
+    # every model and SAE on the same frozen towers reads one pooled-output cache: towers run once per input set
+    encoder_kwargs = dict(kwargs, cache_dir=args.tower_cache_dir or None, channels_last=args.channels_last)
     entries = [("model", *_named(e)) for e in args.models] + [("sae", *_named(e)) for e in args.sae]
     names = [name for _, name, _ in entries]
     if len(set(names)) != len(names):
@@ -222,6 +227,7 @@ def run(args: BenchmarkArguments) -> dict:
             "image": image_reference(args.reference_image_encoder, **kwargs, image_size=args.reference_image_size),
             "text": MiniLMTextReference(device=device, progress=args.progress, cache_dir=args.cache_dir),
         }
+    if args.interpretability and args.concept_labels:
         words = load_vocabulary(args)
         vocabulary = {"words": words, "key": fingerprint(words), "embeddings": references["text"].embed_texts(words, cache=True), "activations": {}}
     contexts = [SetContext(s, args, references) for s in eval_sets]
@@ -231,9 +237,9 @@ def run(args: BenchmarkArguments) -> dict:
     for kind, name, path in entries:
         model_started = time.time()
         if kind == "model":
-            encoder = SparseCLIPEncoder.from_pretrained(path, name=name, **kwargs)
+            encoder = SparseCLIPEncoder.from_pretrained(path, name=name, **encoder_kwargs)
         else:
-            encoder = SAEReading.from_pretrained(path, name=name, **kwargs)
+            encoder = SAEReading.from_pretrained(path, name=name, **encoder_kwargs)
         if vocabulary is not None:  # the model's own text tower over the vocabulary, once per model
             vocabulary["activations"][name] = read_texts(encoder, vocabulary["words"], cache_key=vocabulary["key"], desc="vocabulary")[0]
         results[name] = {}

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from modeling_sparse_clip.caching import TensorCache, fingerprint, load_tensors
 from modeling_sparse_clip.constants import FEATURE_CACHE_DIR
+from modeling_sparse_clip.data.vocabulary import WordLookup
 from modeling_sparse_clip.encoding import SparseCLIPEncoder
 from modeling_sparse_clip.sparse_embeddings import normalize_rows
 
@@ -50,6 +51,21 @@ def interpret_cache(model_dir=None, cache_dir=None) -> TensorCache:
     return TensorCache(interpret_dir(model_dir, cache_dir))
 
 
+SPACE_CACHE_DIR = "space_cache"
+
+
+def cached_file(kind: str, key: str, model_dir=None, cache_dir=None) -> Path | None:
+    """An existing cache file of this kind and key: first in the model's own `space_cache/` (built with
+    the model and shipped with it, read even when the folder is read-only, e.g. a Hub snapshot), then in
+    `interpret_dir`. None when neither has it."""
+    roots = [Path(model_dir) / SPACE_CACHE_DIR] if model_dir is not None and Path(model_dir).is_dir() else []
+    for root in [*roots, interpret_dir(model_dir, cache_dir)]:
+        path = TensorCache(root).path(kind, key)
+        if path.exists():
+            return path
+    return None
+
+
 @dataclass
 class ConceptLabels:
     """Top vocabulary words of each feature.
@@ -67,7 +83,7 @@ class ConceptLabels:
     fingerprint: str = ""
 
     def __post_init__(self):
-        self._word_index = {w: i for i, w in enumerate(self.vocabulary)}
+        self._lookup = WordLookup(self.vocabulary)
 
     @property
     def num_features(self) -> int:
@@ -87,19 +103,31 @@ class ConceptLabels:
         if not 0 <= int(feature) < self.num_features:
             raise KeyError(f"Feature {feature} does not exist: this model has features 0..{self.num_features - 1}.")
 
+    def resolve_word(self, word: str) -> str | None:
+        """The vocabulary's form of `word` (case-insensitive, the exact form preferred), or None."""
+        return self._lookup.resolve(word)
+
     def has_word(self, word: str) -> bool:
-        return word in self._word_index
+        return self._lookup.resolve(word) is not None
 
     def suggestions(self, word: str, n: int = 5) -> list[str]:
-        """Vocabulary words close in spelling to `word` (for 'unknown word' messages)."""
-        prefix = [w for w in self.vocabulary if w.startswith(word[:3].lower())] if len(word) >= 3 else self.vocabulary
-        return difflib.get_close_matches(word.lower(), prefix or self.vocabulary, n=n, cutoff=0.6)
+        """Vocabulary words close in spelling to `word`, ignoring case (for 'unknown word' messages)."""
+        query = word.casefold()
+        if len(query) >= 3:
+            candidates = [w for w in self.vocabulary if w.casefold().startswith(query[:3])] or self.vocabulary
+        else:
+            candidates = self.vocabulary
+        by_folded = {}
+        for w in candidates:
+            by_folded.setdefault(w.casefold(), w)
+        return [by_folded[m] for m in difflib.get_close_matches(query, list(by_folded), n=n, cutoff=0.6)]
 
     def features_labelled(self, word: str, n: int = 10) -> list[int]:
-        """Features whose top-`n` words include `word`, best rank first."""
-        if word not in self._word_index:
+        """Features whose top-`n` words include `word` (looked up as `resolve_word`), best rank first."""
+        position = self._lookup.position(word)
+        if position is None:
             return []
-        rows, cols = np.nonzero(self.top_words[:, :n] == self._word_index[word])
+        rows, cols = np.nonzero(self.top_words[:, :n] == position)
         return [int(r) for r in rows[np.argsort(cols, kind="stable")]]
 
     # -- storage (one safetensors file: the arrays, and the vocabulary in its metadata) ------------
@@ -135,17 +163,26 @@ def compute_concept_labels(
     top_k: int = 20,
     batch_size: int = 256,
     chunk_size: int = 2048,
+    progress: Callable[[int, int], None] | None = None,
+    pool_chunk: int = 8192,
 ) -> ConceptLabels:
     """Run the vocabulary through the text tower and keep, per feature, the `top_k` words.
 
-    The pooled tower outputs are cached by the encoder (keyed by the text tower and the vocabulary),
-    so checkpoints that share a frozen text tower only re-project. Memory stays bounded (a running
-    top-k over chunks of words), so dense baselines work too.
+    The pooled tower outputs are cached by the encoder (keyed by the text tower and each block of
+    `pool_chunk` words), so checkpoints that share a frozen text tower only re-project. Memory stays
+    bounded (a running top-k over chunks of words), so dense baselines work too. `progress(done, total)`
+    is called after each block of words has gone through the tower (the Space's start-up page shows it).
     """
     vocabulary = list(vocabulary)
     if not vocabulary:
         raise ValueError("The vocabulary is empty: pass the word list from modeling_sparse_clip.data.build_vocabulary().")
-    pooled = encoder.pool_texts(vocabulary, cache_key=fingerprint(vocabulary), desc="vocabulary", batch_size=batch_size)
+    parts = []
+    for start in range(0, len(vocabulary), pool_chunk):
+        block = vocabulary[start : start + pool_chunk]
+        parts.append(encoder.pool_texts(block, cache_key=fingerprint(block), desc="vocabulary", batch_size=batch_size))
+        if progress is not None:
+            progress(start + len(block), len(vocabulary))
+    pooled = torch.cat(parts)
     num_features = encoder.width
     k = min(top_k, len(vocabulary))
     best_scores = torch.full((num_features, k), -1.0)
@@ -174,22 +211,27 @@ def load_or_compute_concept_labels(
     model_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     top_k: int = 20,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ConceptLabels:
-    """Concept labels from the cache (`interpret_dir(model_dir, cache_dir)`) when the model and the
-    vocabulary match, else computed and cached."""
+    """Concept labels from the cache (`cached_file`: the model's `space_cache/`, then
+    `interpret_dir(model_dir, cache_dir)`) when the model and the vocabulary match, else computed and cached."""
     if vocabulary is None:
-        from modeling_sparse_clip.data import build_vocabulary
+        from modeling_sparse_clip.data import load_vocabulary
 
-        vocabulary = build_vocabulary()
+        vocabulary = load_vocabulary()  # read back when built before (build_vocabulary writes it)
     vocabulary = list(vocabulary)
-    cache = interpret_cache(model_dir, cache_dir)
-    key = fingerprint(encoder.fingerprint(), vocabulary, top_k)
-    path = cache.path(LABELS_KIND, key)
-    if path.exists():
+    key = labels_key(encoder, vocabulary, top_k)
+    path = cached_file(LABELS_KIND, key, model_dir, cache_dir)
+    if path is not None:
         return ConceptLabels.load(path)
-    labels = compute_concept_labels(encoder, vocabulary, top_k=top_k)
-    cache.save(LABELS_KIND, key, labels.tensors(), labels.metadata())
+    labels = compute_concept_labels(encoder, vocabulary, top_k=top_k, progress=progress)
+    interpret_cache(model_dir, cache_dir).save(LABELS_KIND, key, labels.tensors(), labels.metadata())
     return labels
+
+
+def labels_key(encoder: SparseCLIPEncoder, vocabulary: Sequence[str], top_k: int = 20) -> str:
+    """What names a model's labels in the caches: the model and the vocabulary."""
+    return fingerprint(encoder.fingerprint(), list(vocabulary), top_k)
 
 
 def concept_features(encoder: SparseCLIPEncoder, concept: str, top_k: int = 2) -> list[tuple[int, float]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from modeling_sparse_clip.caching import fingerprint, load_tensors
 from modeling_sparse_clip.encoding import SparseCLIPEncoder
 from modeling_sparse_clip.sparse_embeddings import SparseEmbeddings, normalize_rows
 
-from .concept_labels import interpret_cache
+from .concept_labels import cached_file, interpret_cache
 
 ATLAS_KIND = "atlas"
 _CSR_PARTS = ("indptr", "indices", "values")
@@ -105,6 +105,7 @@ class FeatureAtlas:
 
             index = SparseIndex(self.num_features)
             index.add(self.image_acts)
+            index.nbytes()  # seals the segments now: a first search would seal them, and two concurrent first searches would both do it
             self._index = index
         return self._index
 
@@ -211,17 +212,26 @@ def build_feature_atlas(
     captions: Sequence[str] | None = None,
     top_k: int = 16,
     source: str = "",
+    progress: Callable[[int, int], None] | None = None,
+    chunk: int = 512,
 ) -> FeatureAtlas:
     """Encode `images` (and their paired `captions`, for the modality score) and summarise.
 
-    The tower outputs are cached by the encoder under the ids (and `source`): checkpoints that share a
-    frozen image tower only re-project."""
+    The tower outputs are cached by the encoder under the ids (and `source`), `chunk` images at a
+    time: checkpoints that share a frozen image tower only re-project. `progress(done, total)` is
+    called after each chunk of images."""
     image_ids = [str(i) for i in image_ids]
     if len(images) != len(image_ids):
         raise ValueError(f"{len(images)} images but {len(image_ids)} ids: give one id per image.")
     if captions is not None and len(captions) != len(images):
         raise ValueError(f"{len(captions)} captions for {len(images)} images: the modality score needs pairs.")
-    image_acts = normalize_rows(encoder.encode_images(images, cache_key=images_key(image_ids, source), desc="atlas"))
+    parts = []
+    for start in range(0, len(images), chunk):
+        stop = min(start + chunk, len(images))
+        parts.append(encoder.encode_images(images[start:stop], cache_key=images_key(image_ids[start:stop], source), desc="atlas"))
+        if progress is not None:
+            progress(stop, len(images))
+    image_acts = normalize_rows(SparseEmbeddings.concat(parts) if parts else encoder.encode_images([]))
     text_acts = None
     if captions is not None:
         captions = [str(c) for c in captions]
@@ -239,14 +249,19 @@ def load_or_build_feature_atlas(
     cache_dir=None,
     top_k: int = 16,
     source: str = "",
+    progress: Callable[[int, int], None] | None = None,
 ) -> FeatureAtlas:
-    """The atlas from `interpret_dir(model_dir, cache_dir)` when the model, the images (ids, source),
-    the captions and `top_k` match; else built and cached."""
-    cache = interpret_cache(model_dir, cache_dir)
-    key = fingerprint(encoder.fingerprint(), images_key(image_ids, source), None if captions is None else [str(c) for c in captions], top_k)
-    path = cache.path(ATLAS_KIND, key)
-    if path.exists():
+    """The atlas from the caches (`cached_file`: the model's `space_cache/`, then `interpret_dir(model_dir,
+    cache_dir)`) when the model, the images (ids, source), the captions and `top_k` match; else built and cached."""
+    key = atlas_key(encoder, image_ids, captions, top_k, source)
+    path = cached_file(ATLAS_KIND, key, model_dir, cache_dir)
+    if path is not None:
         return FeatureAtlas.load(path)
-    atlas = build_feature_atlas(encoder, images, image_ids, captions, top_k=top_k, source=source)
-    cache.save(ATLAS_KIND, key, atlas.tensors(), atlas.metadata())
+    atlas = build_feature_atlas(encoder, images, image_ids, captions, top_k=top_k, source=source, progress=progress)
+    interpret_cache(model_dir, cache_dir).save(ATLAS_KIND, key, atlas.tensors(), atlas.metadata())
     return atlas
+
+
+def atlas_key(encoder: SparseCLIPEncoder, image_ids: Sequence[str], captions: Sequence[str] | None = None, top_k: int = 16, source: str = "") -> str:
+    """What names an atlas in the caches: the model, the images (ids, source), the captions and `top_k`."""
+    return fingerprint(encoder.fingerprint(), images_key(image_ids, source), None if captions is None else [str(c) for c in captions], top_k)

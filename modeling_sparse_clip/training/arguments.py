@@ -81,6 +81,12 @@ class SparseCLIPTrainingArguments(TrainingArguments):
     telemetry_window: int = field(default=50, metadata={"help": "batches over which active/dead features are counted"})
     evolution_fractions: str = field(default="", metadata={"help": "e.g. '0.01,0.03,0.1,0.3,1.0': save from_pretrained folders then"})
     remove_unused_columns: bool = field(default=False)
+    sparse_aware_loss: bool = field(
+        default=False, metadata={"help": "relu/topk models: the loss keeps the global batch as non-zeros only (never dense); replaces --sparse_gather"}
+    )
+    gradient_cache_chunk_size: int | None = field(
+        default=None, metadata={"help": "gradient caching: the loss sees the whole batch, the towers run this many pairs at a time"}
+    )
 
 
 def recipe_to_flags(recipe: str) -> list[str]:

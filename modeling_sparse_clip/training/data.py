@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..images import to_rgb
+
 
 def pick_caption(n_captions: int, index: int, epoch: int) -> int:
     """Which of a row's captions to use this epoch: varies across epochs, reproducible across resumes."""
@@ -59,7 +61,7 @@ class ImageTextCollator:
         self.processor, self.max_length = processor, max_length
 
     def __call__(self, rows):
-        images = [row["image"].convert("RGB") for row in rows]
+        images = [to_rgb(row["image"]) for row in rows]  # the one image path (modeling_sparse_clip.images)
         texts = [row["text"] if isinstance(row["text"], str) else row["text"][0] for row in rows]
         return dict(
             self.processor(images=images, text=texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")

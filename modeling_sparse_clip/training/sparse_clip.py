@@ -27,6 +27,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
     set_seed(training_args.seed)  # the new heads' initialisation must be reproducible too
     model, processor = build_model(model_args)
     train_dataset, collator = build_train_dataset(model, processor, model_args, data_args, training_args)
+    return fit(model, processor, train_dataset, collator, training_args, callbacks,
+               config={"model": asdict(model_args), "data": asdict(data_args)})
+
+
+def fit(model, processor, train_dataset, collator, training_args: SparseCLIPTrainingArguments, callbacks=(),
+        config: dict | None = None, sparse_gather: bool = False):
+    """Train an already built model on an already built dataset (e.g. heads on cached tower outputs:
+    the main job trains every head and every sparsify variant on the same cache), save it with its
+    processor and training_config.json. Returns the trainer."""
     all_callbacks = [EpochCallback(train_dataset), *callbacks]
     if training_args.evolution_fractions:
         fractions = tuple(float(f) for f in training_args.evolution_fractions.split(","))
@@ -39,7 +48,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
         processing_class=processor,
         callbacks=all_callbacks,
         telemetry_window=training_args.telemetry_window,
-        sparse_gather=model_args.sparse_gather,
+        sparse_gather=(config or {}).get("model", {}).get("sparse_gather", sparse_gather),
     )
     resume = training_args.resume_from_checkpoint
     if resume in ("latest", "true", "True"):
@@ -50,9 +59,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
     trainer.save_state()
     if trainer.is_world_process_zero():
         processor.save_pretrained(training_args.output_dir)
-        config = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_sanitized_dict()}
+        config = {**(config or {}), "training": training_args.to_sanitized_dict()}
         (Path(training_args.output_dir) / "training_config.json").write_text(json.dumps(config, indent=2, default=str))
     return trainer
 
 
-__all__ = ["train"]
+__all__ = ["fit", "train"]

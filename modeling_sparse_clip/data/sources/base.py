@@ -16,6 +16,9 @@ from typing import Any
 from PIL import Image
 
 from ...constants import DATA_CACHE_DIR, npm_package_dir, npm_package_installed
+# Transparency onto white (emoji and clip art are drawn for light backgrounds): the one image path,
+# shared with training, evaluation, the encoder and the Space.
+from ...images import to_rgb as on_white  # noqa: F401
 
 # Every image is stored at most this many pixels a side (part of every cache fingerprint).
 MAX_SIDE = 224
@@ -60,15 +63,6 @@ def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
-
-
-def on_white(image: Image.Image) -> Image.Image:
-    """Flatten transparency onto white (emoji and clip art are drawn for light backgrounds) -> RGB."""
-    if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def fit_max_side(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:

@@ -1,0 +1,151 @@
+"""The global-batch contrastive loss that never builds the dense global batch (`--sparse_aware_loss`).
+
+The dense loss (`modeling_sparse_clip.contrastive_loss`, with the dense or the sparse gather) holds
+the whole global batch of both modalities as dense (global batch x width) matrices on every rank,
+plus their gradients in backward: at width 55,296 and global batch 32K that is what capped the
+paper's width. Here each rank keeps the global batch as its non-zeros only (`gather_nonzeros`:
+global row, column, value; a CSR layout as it arrives) and scores its own dense LOCAL rows against
+it with sparse-dense products:
+
+  forward    logits (local x global) = local (b x W) @ S^T,  S the global batch (CSR)   [torch CSR @ dense]
+  backward   d local = dlogits @ S                                                 [CSR of S^T @ dense]
+             d values of S = (dlogits^T @ local) sampled at S's non-zeros          [torch.sparse.sampled_addmm]
+
+so no (global batch x width) tensor exists in forward or backward; the gradients for the remote
+rows' values go back to their owners sparse (`gather_nonzeros`' backward), like
+`--sparse_gather`'s sparse-gradient mode. Exactness: the loss and every parameter gradient upstream
+of a relu/topk activation equal the dense loss's (the gradient w.r.t. an embedding is only sent on
+its non-zeros, and relu/topk pass nothing back where they output zero; see `sparse_gather`'s doc).
+Unequal local batch sizes are handled as in the dense loss (global row offsets, loss weight
+world x local / global so that DDP's gradient average is the global-batch gradient).
+
+Where it is not the faster path: above `DENSE_FALLBACK_DENSITY` non-zeros (early training of a relu
+model, ~50% dense) sparse kernels lose to dense BLAS, and the (index, value) layout costs more memory
+than dense values, so the loss switches to the dense path by itself (decided on the densest rank, so
+every rank takes the same path). The crossing densities measured on CPU are in
+benchmarks/results/loss_memory.json (`python -m benchmarks.bench_loss_memory`).
+Half-precision embeddings are upcast to fp32 inside the loss (sparse CPU kernels lack bf16 and the
+loss is more accurate in fp32); the local upcast costs one local (b x W) fp32 copy per modality.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .modeling_sparse_clip import contrastive_loss
+from .sparse_gather import gather_headers, gather_nonzeros
+
+# Above this fraction of non-zeros (on the densest rank, either modality) the dense loss runs instead:
+# from the CPU crossing of benchmarks/bench_loss_memory.py (time crosses first, at a few %; memory much
+# later), rounded up because memory, not time, is what limits the width.
+DENSE_FALLBACK_DENSITY = 0.1
+
+
+def _world(group) -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(group), dist.get_world_size(group)
+    return 0, 1
+
+
+class SparseColumns:
+    """The global batch's sparsity pattern (n_rows x width): CSR index arrays for it and for its
+    transpose, built once per step and shared by forward and backward."""
+
+    def __init__(self, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, width: int):
+        nnz = rows.numel()
+        index = torch.int32 if max(nnz, n_rows, width) < 2**31 - 1 else torch.int64
+        self.shape = (n_rows, width)
+        self.crow = F.pad(torch.bincount(rows, minlength=n_rows).cumsum(0), (1, 0)).to(index)
+        self.col = cols.to(index)
+        # the transpose: stable sort by column keeps rows ascending within each column
+        self.perm = torch.sort(cols, stable=True).indices
+        self.crow_t = F.pad(torch.bincount(cols, minlength=width).cumsum(0), (1, 0)).to(index)
+        self.row_t = rows[self.perm].to(index)
+
+    def matrix(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape)
+
+    def transposed(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_csr_tensor(self.crow_t, self.row_t, values[self.perm], self.shape[::-1])
+
+
+class _LocalRowsTimesSparseColumns(torch.autograd.Function):
+    """local (b x W, dense) @ S^T (S: n_rows x W, CSR values + `SparseColumns`) -> (b x n_rows)."""
+
+    @staticmethod
+    def forward(ctx, local, values, columns):
+        ctx.save_for_backward(local, values)
+        ctx.columns = columns
+        return (columns.matrix(values) @ local.t()).t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        local, values = ctx.saved_tensors
+        columns = ctx.columns
+        grad_local = grad_values = None
+        if ctx.needs_input_grad[0]:
+            grad_local = (columns.transposed(values) @ grad.t()).t()
+        if ctx.needs_input_grad[1]:
+            # (grad^T @ local) only at S's non-zeros, in S's (CSR) order: the values' gradient
+            grad_values = torch.sparse.sampled_addmm(columns.matrix(values), grad.t(), local, beta=0.0).values()
+        return grad_local, grad_values, None
+
+
+def sparse_contrastive_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    group=None,
+    dense_fallback_density: float = DENSE_FALLBACK_DENSITY,
+) -> torch.Tensor:
+    """`contrastive_loss` of L2-normalised, mostly-zero embeddings without a dense global batch.
+
+    Same value and (upstream of relu/topk) the same gradients as the dense loss, on one process or
+    under torch.distributed with any local batch sizes. Denser than `dense_fallback_density`: the
+    dense loss runs (same result)."""
+    rank, world = _world(group)
+    rows, width = image_embeds.shape
+    counts = [rows, width, int(torch.count_nonzero(image_embeds)), int(torch.count_nonzero(text_embeds))]
+    if world > 1:
+        headers = gather_headers(counts, image_embeds.device, group)
+    else:
+        headers = torch.tensor([counts], dtype=torch.int64)
+    sizes = headers[:, 0]
+    density = (headers[:, 2:].max(dim=1).values.double() / (sizes.double() * width).clamp(min=1)).max().item()
+    if density > dense_fallback_density:
+        return contrastive_loss(image_embeds, text_embeds, logit_scale)
+    if image_embeds.dtype in (torch.float16, torch.bfloat16):
+        image_embeds, text_embeds = image_embeds.float(), text_embeds.float()
+    total, offset = int(sizes.sum()), int(sizes[:rank].sum())
+    img_values, img_rows, img_cols = gather_nonzeros(image_embeds, group, headers[:, [0, 1, 2]])
+    txt_values, txt_rows, txt_cols = gather_nonzeros(text_embeds, group, headers[:, [0, 1, 3]])
+    images, texts = SparseColumns(img_rows, img_cols, total, width), SparseColumns(txt_rows, txt_cols, total, width)
+    logits_per_image = logit_scale * _LocalRowsTimesSparseColumns.apply(image_embeds, txt_values, texts)
+    logits_per_text = logit_scale * _LocalRowsTimesSparseColumns.apply(text_embeds, img_values, images)
+    labels = torch.arange(rows, device=image_embeds.device) + offset
+    loss = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+    if total != world * rows:  # unequal local batches: DDP's average of the ranks' gradients stays exact
+        loss = loss * (world * rows / total)
+    return loss
+
+
+class SparseAwareLoss:
+    """What `SparseCLIPModel(..., gather_fn=SparseAwareLoss())` (the trainer's `--sparse_aware_loss`)
+    takes: `contrastive_loss` hands the whole loss to `.contrastive_loss`; called as a plain gather it
+    is the sparse gather with sparse gradients."""
+
+    def __init__(self, group=None, dense_fallback_density: float = DENSE_FALLBACK_DENSITY):
+        self.group, self.dense_fallback_density = group, dense_fallback_density
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        from .sparse_gather import sparse_all_gather_with_sparse_grad
+
+        return sparse_all_gather_with_sparse_grad(features, self.group)
+
+    def contrastive_loss(self, image_embeds, text_embeds, logit_scale) -> torch.Tensor:
+        return sparse_contrastive_loss(image_embeds, text_embeds, logit_scale, self.group, self.dense_fallback_density)
+
+
+__all__ = ["DENSE_FALLBACK_DENSITY", "SparseAwareLoss", "SparseColumns", "sparse_contrastive_loss"]
