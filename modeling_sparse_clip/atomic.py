@@ -9,8 +9,35 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike) -> None:
+    """If `path` is private (no access for group and others), give it the mode a plain `open()`/`mkdir()`
+    would have: 0o666/0o777 minus the umask (0644/0755 under the usual umask 022).
+
+    Writers that go through a private temporary file and rename it (safetensors >= 0.8,
+    `tempfile.mkstemp`/`mkdtemp`) leave 0600/0700, unreadable to the other users of a shared folder."""
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode) or mode & 0o077:
+        return
+    os.chmod(path, (0o777 if stat.S_ISDIR(mode) else 0o666) & ~_umask())
+
+
+def publish_tree(folder: str | os.PathLike) -> None:
+    """`publish_mode` for `folder` and everything inside it."""
+    publish_mode(folder)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            publish_mode(os.path.join(root, name))
 
 
 @contextlib.contextmanager
@@ -28,6 +55,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        publish_mode(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -38,7 +66,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder next to `path`; on success it replaces `path` (which may exist).
 
-    A folder that exists under the real name is therefore always complete.
+    A folder that exists under the real name is therefore always complete; it and what it holds get the
+    usual umask permissions (`publish_tree`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +75,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         yield tmp
+        publish_tree(tmp)
         if path.exists():
             old = path.with_name(f"{path.name}.old-{os.getpid()}")
             path.rename(old)

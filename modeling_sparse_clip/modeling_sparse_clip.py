@@ -4,6 +4,7 @@ A Hub file: it imports only torch, transformers and `configuration_sparse_clip` 
 relative import), because `save_pretrained`/`push_to_hub` copy it flat next to the weights.
 """
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -310,6 +311,19 @@ class SparseCLIPPreTrainedModel(PreTrainedModel):
             )
         return (model, info) if want_info else model
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save; then the weight files get the usual permissions (0o666 minus the umask):
+        safetensors writes them through a private 0600 temporary file, unreadable to the other users of
+        a shared folder."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        umask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+        os.umask(umask)
+        for name in os.listdir(save_directory):
+            path = os.path.join(save_directory, name)
+            if name.endswith(".safetensors") and not os.path.islink(path) and not os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o666 & ~umask)
+        return result
+
 
 def _attach_tower(model: nn.Module, name: str, sub_config, tower: nn.Module | None, width: int | None) -> int:
     """Build (or adopt) a tower as `model.<name>` and share its config with the SparseCLIPConfig (so that
@@ -503,6 +517,29 @@ class SparseCLIPModel(_TextTower, _ImageTower, SparseCLIPPreTrainedModel):
         )
 
     # -- publishing ------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save, plus the three sentence-transformers (>= 6) files that make the folder a
+        `SparseEncoder` for images and texts: ST's own `Transformer` module calls `get_text_features` /
+        `get_image_features` (whose `.pooler_output` is the post-activation projection) and reads the
+        processor saved beside the weights. Plain JSON, so this file still needs only torch/transformers."""
+        import json
+        import os
+
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if not kwargs.get("is_main_process", True):
+            return
+        features = {m: {"method": f"get_{m}_features", "method_output_name": "pooler_output"} for m in ("text", "image")}
+        files = {
+            "modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}],
+            "sentence_bert_config.json": {"transformer_task": "feature-extraction", "modality_config": features,
+                                          "module_output_name": "sentence_embedding"},
+            "config_sentence_transformers.json": {"model_type": "SparseEncoder", "prompts": {"query": "", "document": ""},
+                                                  "default_prompt_name": None, "similarity_fn_name": "cosine"},
+        }
+        for name, content in files.items():
+            with open(os.path.join(save_directory, name), "w", encoding="utf-8") as f:
+                json.dump(content, f, indent=2)
+
     def push_to_hub(self, repo_id: str, *args, token=None, private=None, create_pr: bool = False, **kwargs):
         """With the sparse-clip package installed: one commit with weights, config, code, processor
         (`processor=`) and a generated model card with metrics (`benchmark_json=`); see

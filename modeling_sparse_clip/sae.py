@@ -279,6 +279,8 @@ def train_sae_on_embeddings(
     report = {
         "kind": kind,
         "width": width,
+        "k": config.k,
+        "l1_coefficient": config.l1_coefficient if kind == "relu_l1" else None,
         "bias": bias,
         "num_images": len(images),
         "num_texts": len(texts),

@@ -154,9 +154,11 @@ class SeismicSearchIndex(SparseSearchIndex):
                                         query_cut=query_cut, heap_factor=heap_factor, num_threads=num_threads)
         scores = np.full((q.shape[0], k), -np.inf)
         positions = np.full((q.shape[0], k), -1, dtype=np.int64)
-        for row, hits in enumerate(found):
-            for j, (_, score, doc) in enumerate(hits[:k]):
-                scores[row, j], positions[row, j] = score, int(doc)
+        for hits in found:  # Seismic returns queries out of order: place each by its query id
+            if hits:  # a query matching nothing comes back empty, without its id
+                row = int(hits[0][0])
+                for j, (_, score, doc) in enumerate(hits[:k]):
+                    scores[row, j], positions[row, j] = score, int(doc)
         return self._result(scores, positions)
 
     def _save_data(self, directory: Path) -> None:

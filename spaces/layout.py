@@ -36,8 +36,8 @@ def build_demo(state: SpaceState) -> gr.Blocks:
                     with gr.Column(scale=2):
                         inspect_status = gr.Markdown(elem_id="inspect-status")
                         inspect_image = gr.Image(label="input", height=160, interactive=False)
-                        inspect_chart = gr.Plot(label="active features")
-                inspect_table = gr.Dataframe(label="active features", interactive=False)
+                        inspect_chart = gr.Plot(label="active features", elem_id="inspect-chart")
+                inspect_table = gr.Dataframe(label="active features", interactive=False, elem_id="inspect-table")
                 inspect_tops = gr.Gallery(label="top images of the strongest features", columns=8, height=260, allow_preview=False)
                 outputs = [inspect_status, inspect_image, inspect_chart, inspect_table, inspect_tops]
                 inspect_gallery.select(guarded(5)(h.inspect_gallery), None, outputs, api_name=False)

@@ -301,3 +301,132 @@ def test_from_towers_keeps_pretrained_tower_weights(tmp_path):
     torch.testing.assert_close(model.text_model.embeddings.token_embedding.weight, text.embeddings.token_embedding.weight)
     ids = torch.randint(3, 99, (2, 8))
     torch.testing.assert_close(model.text_model(input_ids=ids).pooler_output, text(input_ids=ids).pooler_output)
+
+
+@pytest.mark.parametrize("cap", [math.log(50.0), math.log(40.0), math.log(100.0)])
+def test_logit_scale_cap_is_exact_and_gradient_flows_at_it(tiny_config, tiny_batch, cap):
+    """fp32(ln 50) = 3.9120230675 is above the float64 cap 3.9120230054: the clamp must round down in the
+    parameter's dtype, and a parameter at (or above) the cap must still get the gradient of a loss that
+    wants a lower scale."""
+    model = _model(tiny_config, logit_scale_init_value=math.log(10.0), logit_scale_max=cap)
+    with torch.no_grad():
+        model.logit_scale.fill_(cap + 0.5)  # a step overshot the cap
+    assert model.effective_logit_scale().item() <= math.exp(cap)
+    model.clamp_logit_scale_()
+    assert model.logit_scale.item() <= cap
+    assert model.logit_scale.item() == pytest.approx(cap, abs=1e-6)
+    assert model.effective_logit_scale().item() <= math.exp(cap)
+    for start in (cap, cap + 0.5):  # at the cap, and above it before the clamp
+        with torch.no_grad():
+            model.logit_scale.fill_(start)
+        model.zero_grad()
+        # ReLU embeddings are non-negative, so every logit is >= 0 and this loss wants a lower scale
+        model(**tiny_batch).logits_per_image.sum().backward()
+        assert model.logit_scale.grad is not None and model.logit_scale.grad.item() > 0, start
+    opt = torch.optim.SGD([model.logit_scale], lr=1e-3)
+    model.clamp_logit_scale_()
+    model.zero_grad()
+    model(**tiny_batch).logits_per_image.sum().backward()
+    before = model.logit_scale.item()
+    opt.step()
+    assert model.logit_scale.item() < before  # the loss lowered it
+
+
+def test_logit_scale_cap_in_bfloat16(tiny_config, tiny_batch):
+    model = _model(tiny_config, logit_scale_max=math.log(50.0)).to(torch.bfloat16)
+    with torch.no_grad():
+        model.logit_scale.fill_(5.0)
+    model.clamp_logit_scale_()
+    assert model.logit_scale.double().item() <= math.log(50.0)
+    assert model.effective_logit_scale().double().item() <= 50.0
+
+
+def test_forward_and_features_take_clip_kwargs(tiny_config, tiny_batch):
+    """return_dict, output_hidden_states and interpolate_pos_encoding work as on CLIPModel; a misspelt
+    keyword is an error, not silently dropped."""
+    model = _model(tiny_config)
+    pixels, ids = tiny_batch["pixel_values"], tiny_batch["input_ids"]
+    with torch.no_grad():
+        out = model(**tiny_batch)
+        with pytest.raises(TypeError, match="output_hidden_state"):
+            model(**tiny_batch, output_hidden_state=True)
+        with pytest.raises(TypeError, match="interpolate_pos"):
+            model.get_text_features(input_ids=ids, interpolate_pos=True)
+        as_tuple = model(**tiny_batch, return_dict=False)
+        assert isinstance(as_tuple, tuple)
+        torch.testing.assert_close(as_tuple[0], out.logits_per_image)
+        features = model.get_image_features(pixel_values=pixels, return_dict=False)
+        assert isinstance(features, tuple)
+        torch.testing.assert_close(features[1], out.image_activations)
+        hidden = model(**tiny_batch, output_hidden_states=True)
+        assert len(hidden.vision_model_output.hidden_states) == len(hidden.text_model_output.hidden_states) == 3
+        # 48 px images on a 32 px tower: only with interpolate_pos_encoding, which reaches the vision tower
+        big = torch.nn.functional.interpolate(pixels, size=48, mode="bilinear")
+        with pytest.raises(Exception):
+            model(input_ids=ids, pixel_values=big)
+        interpolated = model(input_ids=ids, pixel_values=big, interpolate_pos_encoding=True)
+        pooled = model.vision_model(pixel_values=big, interpolate_pos_encoding=True).pooler_output
+        torch.testing.assert_close(interpolated.image_activations, model.project_image(pooled))
+
+
+def test_strict_loading_honours_the_loading_info_contract(tiny_config, tmp_path):
+    """Loud by default; `output_loading_info=True` hands the problems to the caller as transformers does;
+    `strict=True` refuses even then."""
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+
+    _model(tiny_config).save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state.pop("text_projection.weight")
+    state["extra.weight"] = torch.zeros(1)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    for load in (SparseCLIPModel.from_pretrained, AutoModel.from_pretrained):
+        with pytest.raises(ValueError, match="text_projection.weight"):
+            load(tmp_path)
+    model, info = SparseCLIPModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, SparseCLIPModel)
+    assert "text_projection.weight" in info["missing_keys"] and "extra.weight" in info["unexpected_keys"]
+    with pytest.raises(ValueError, match="extra.weight"):
+        SparseCLIPModel.from_pretrained(tmp_path, output_loading_info=True, strict=True)
+
+
+def test_saved_files_are_readable_by_others(tiny_config, tmp_path):
+    """safetensors writes through a private temp file (0600); saved weights and caches get 0o666 & ~umask."""
+    from safetensors.torch import save_file
+
+    from modeling_sparse_clip.atomic import atomic_dir, atomic_file
+
+    old = os.umask(0o022)
+    try:
+        _model(tiny_config).save_pretrained(tmp_path / "model")
+        with atomic_file(tmp_path / "cache.safetensors") as tmp:
+            save_file({"x": torch.zeros(2)}, tmp)
+        with atomic_dir(tmp_path / "folder") as tmp:
+            tmp.mkdir()
+            save_file({"x": torch.zeros(2)}, tmp / "w.safetensors")
+        os.umask(0o027)
+        with atomic_file(tmp_path / "group.safetensors") as tmp:
+            save_file({"x": torch.zeros(2)}, tmp)
+    finally:
+        os.umask(old)
+    mode = lambda p: os.stat(p).st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "model" / "model.safetensors") == 0o644
+    assert mode(tmp_path / "cache.safetensors") == 0o644
+    assert mode(tmp_path / "folder" / "w.safetensors") == 0o644 and mode(tmp_path / "folder") == 0o755
+    assert mode(tmp_path / "group.safetensors") == 0o640  # the umask decides
+
+
+def test_saved_config_names_every_auto_class_and_trainer_divides_accumulated_loss(tiny_config, tmp_path):
+    import json
+
+    from transformers import Trainer, TrainingArguments
+
+    from modeling_sparse_clip.constants import AUTO_MAP
+
+    model = _model(tiny_config)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == AUTO_MAP
+    assert set(AUTO_MAP) >= {"AutoConfig", "AutoModel", "AutoModelForZeroShotImageClassification"}
+    # the loss is a batch mean that takes no num_items_in_batch: Trainer must divide by the accumulation steps
+    args = TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to="none")
+    assert Trainer(model=model, args=args).model_accepts_loss_kwargs is False

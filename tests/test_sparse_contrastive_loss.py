@@ -70,7 +70,8 @@ def test_dense_fallback_above_the_density_threshold():
 
 
 class _LargestTensor(TorchDispatchMode):
-    """Records the largest number of elements of any tensor an op creates."""
+    """Records the largest number of elements of any (rows x width) tensor an op creates (the
+    projection weights and their gradients, IN_DIM x WIDTH, are not the loss's)."""
 
     def __init__(self):
         super().__init__()
@@ -79,7 +80,7 @@ class _LargestTensor(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided and WIDTH in t.shape and IN_DIM not in t.shape:
                 self.largest = max(self.largest, t.numel())
         return out
 

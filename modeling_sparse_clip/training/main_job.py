@@ -1,28 +1,44 @@
-"""The main job: build the embedded corpus, train the embedded Sparse CLIP and its dense baseline, evaluate
-both on the held-out sets and print them side by side (`sparse-clip-main`, which `make main` runs).
+"""The main job: build the embedded corpus, train the embedded Sparse CLIP and its dense baseline, the
+paper's post-hoc SAE baselines on the dense model, sparsify the dense model three ways, evaluate all
+on the held-out sets and print them side by side (`sparse-clip-main`, which `make main` runs).
 
-Both models share the same frozen pretrained towers (EfficientNet-Lite0, all-MiniLM-L6-v2), so the towers
-run once over the corpus (cached) and only the heads train: sparse = 8,192-wide relu head, dense = 512-wide
-linear head (the "original width" baseline), same data and budget. The recipes are the shipped
-`embedded_sparse` and `embedded_dense`.
+Every model shares the same frozen pretrained towers (EfficientNet-Lite0, all-MiniLM-L6-v2), so each
+tower runs ONCE per input set (training pairs, evaluation sets, vocabulary; the Clarity reference
+images once per set too) and everything else trains and evaluates on the cached pooled outputs:
+
+1. sparse (scratch) = 8,192-wide relu head; dense = 512-wide linear head (recipes `embedded_sparse`,
+   `embedded_dense`: same data and budget);
+2. SAE TopK and SAE ReLU+L1 (8,192 features) on the dense model's image AND text embeddings of the
+   training split (the paper's Table 1 / 3a baseline: zero-shot through the reconstructions,
+   interpretability on the codes);
+3. sparsify the dense model (`sparsify_finetune`): a wide ReLU head initialised by the signed
+   rotation, by a (bias-free) SAE's encoder, or at random, fine-tuned on a third of the scratch
+   budget; L0, zero-shot accuracy and Clarity along the way (the curves);
+4. one held-out evaluation of dense / sparse (scratch) / sparse (from dense, best init) / SAEs, the
+   claims table, the modality-score histogram (Fig. 3b), written to `results_dir` (JSON + Markdown + PNG).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..atomic import atomic_write_text
-from ..constants import DATA_CACHE_DIR
+from ..constants import DATA_CACHE_DIR, FEATURE_CACHE_DIR
 
 
 @dataclass
 class MainJobArguments:
     output_dir: str = field(default="outputs/embedded")
+    results_dir: str = field(default="benchmarks/results/main_job", metadata={"help": "where the committed report goes (JSON, Markdown, plots)"})
     data_cache_dir: str = field(default=str(DATA_CACHE_DIR))
+    tower_cache_dir: str = field(default=str(FEATURE_CACHE_DIR), metadata={"help": "the shared pooled tower-output cache of the evaluation"})
     sparse_recipe: str = field(default="embedded_sparse", metadata={"help": "recipe of the sparse model: a shipped name or a file"})
     dense_recipe: str = field(default="embedded_dense", metadata={"help": "recipe of the dense baseline: a shipped name or a file"})
     num_train_epochs: float | None = field(default=None, metadata={"help": "override both recipes' epochs"})
@@ -30,9 +46,16 @@ class MainJobArguments:
     vocabulary_size: int | None = field(
         default=10000, metadata={"help": "label agreement over a seeded subset of the ~97K-word vocabulary (keeps the main job short)"}
     )
+    sae: bool = field(default=True, metadata={"help": "train and evaluate the post-hoc SAE baselines (TopK, ReLU+L1)"})
+    sae_topk_k: int | None = field(default=None, metadata={"help": "TopK's k (default: the scratch sparse model's mean L0 on the training pairs)"})
+    sae_l1_coefficient: float = field(default=3e-3, metadata={"help": "ReLU+L1 SAE's L1 weight"})
+    sae_epochs: int = field(default=8)
+    sparsify_inits: str = field(default="rotation,sae,random", metadata={"help": "wide-head initialisations to fine-tune from the dense model ('' skips)"})
+    sparsify_budget: float = field(default=1 / 3, metadata={"help": "fine-tuning steps as a fraction of the scratch run's"})
+    sparsify_fractions: str = field(default="0.1,0.3,0.6,1.0", metadata={"help": "points of the sparsify curves (fractions of the budget)"})
 
 
-def _train(recipe: str, output_dir: Path, args: MainJobArguments) -> dict:
+def _train(recipe: str, output_dir: Path, args: MainJobArguments):
     from .arguments import parse_args
     from .sparse_clip import train
 
@@ -41,34 +64,57 @@ def _train(recipe: str, output_dir: Path, args: MainJobArguments) -> dict:
         flags += ["--num_train_epochs", str(args.num_train_epochs)]
     started = time.time()
     trainer = train(*parse_args(flags))
+    return trainer, _summary(trainer, started)
+
+
+def _summary(trainer, started: float) -> dict:
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    return {"seconds": round(time.time() - started, 1), "last_log": logs[-1] if logs else {}, "steps": trainer.state.global_step}
+    return {"seconds": round(time.time() - started, 1), "last_log": logs[-1] if logs else {}, "steps": trainer.state.global_step,
+            "log_history": logs}
 
 
-def side_by_side(report: dict, training: dict) -> str:
+ZERO_SHOT_LABEL = "zero-shot top-1 %"
+RETRIEVAL_KEYS = [("image_to_text_R@1", "i->t R@1 %"), ("image_to_text_R@5", "i->t R@5 %"), ("text_to_image_R@1", "t->i R@1 %"),
+                  ("text_to_image_R@5", "t->i R@5 %")]
+INTERPRETABILITY_ROWS = [
+    ("image_l0_percent_of_width", "image L0 % of width", 1), ("text_l0_percent_of_width", "text L0 % of width", 1),
+    ("image_l0_mean", "image L0", 1), ("text_l0_mean", "text L0", 1),
+    ("clarity_active_features_percent", "active features % (fire on >= 2 images)", 1), ("image_dead_features", "dead features (images)", 1),
+    ("clarity", "Clarity", 1), ("clarity_random_baseline", "Clarity, random images", 1),
+    ("multimodal_fraction", "multimodal fraction (by count)", 1), ("multimodal_density_fraction", "multimodal fraction (by activation mass)", 1),
+    ("label_agreement", "concept-label agreement (vs random words)", 1), ("label_specificity", "concept-label specificity", 1),
+]
+
+
+def side_by_side(report: dict, training: dict | None = None) -> str:
     """A Markdown table: one row per metric and held-out set, one column per model."""
+    training = training or {}
     models = list(report["models"])
     rows = []
     for set_name, meta in report["meta"]["sets"].items():
-        if meta["task"] == "zero_shot":
-            keys = [("top1_accuracy", "zero-shot top-1 %")]
-        else:
-            keys = [("image_to_text_R@1", "i->t R@1 %"), ("image_to_text_R@5", "i->t R@5 %"), ("text_to_image_R@1", "t->i R@1 %"), ("text_to_image_R@5", "t->i R@5 %")]
+        keys = [("top1_accuracy", ZERO_SHOT_LABEL)] if meta["task"] == "zero_shot" else RETRIEVAL_KEYS
         for key, label in keys:
             values = [report["models"][m].get(set_name, {}).get(key) for m in models]
             if any(v is not None for v in values):
                 rows.append((f"{set_name}: {label}", [None if v is None else 100 * v for v in values]))
-    for key, label in (("image_l0_mean", "image L0 (mean over sets)"), ("image_l0_percent_of_width", "image L0 % of width"),
-                       ("text_l0_mean", "text L0 (mean over sets)"), ("text_l0_percent_of_width", "text L0 % of width")):
+    for key, label, _ in INTERPRETABILITY_ROWS:
         values = [_mean_over_sets(report["models"][m], key) for m in models]
         if any(v is not None for v in values):
-            rows.append((label, values))
-    rows.append(("logit scale (trained)", [training.get(m, {}).get("last_log", {}).get("logit_scale") for m in models]))
-    rows.append(("training seconds", [training.get(m, {}).get("seconds") for m in models]))
+            rows.append((label + " (mean over sets)", values))
+    if training:
+        rows.append(("logit scale (trained)", [training.get(m, {}).get("last_log", {}).get("logit_scale") for m in models]))
+        rows.append(("training steps", [training.get(m, {}).get("steps") for m in models]))
+        rows.append(("training seconds", [training.get(m, {}).get("seconds") for m in models]))
     lines = ["| metric | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for label, values in rows:
-        lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in values) + " |")
+        lines.append(f"| {label} | " + " | ".join("-" if v is None else _fmt(v) for v in values) + " |")
     return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
+        return f"{int(value)}"
+    return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
 
 
 def _mean_over_sets(sets: dict, key: str):
@@ -76,41 +122,199 @@ def _mean_over_sets(sets: dict, key: str):
     return sum(values) / len(values) if values else None
 
 
+# -- the SAE baselines and the sparsify runs, all on the cached training features ----------------------
+
+@torch.no_grad()
+def _project(model, pooled: torch.Tensor, modality: str, batch: int = 4096) -> torch.Tensor:
+    head = model.project_image if modality == "image" else model.project_text
+    return torch.cat([head(pooled[s : s + batch]) for s in range(0, len(pooled), batch)])
+
+
+def _unique_rows(tensor: torch.Tensor) -> torch.Tensor:
+    # repeated captions (templated sources) would weigh an SAE towards them; each distinct text once
+    return torch.unique(tensor, dim=0)
+
+
+def train_sae_baselines(dense, dense_dir: Path, features: dict, out: Path, args: MainJobArguments, topk_k: int, width: int) -> dict:
+    """TopK, ReLU+L1 and the bias-free ReLU+L1 SAE whose encoder initialises the `sae` sparsify head."""
+    from ..sae import train_sae_on_embeddings
+
+    images = _project(dense, features["image"], "image")
+    texts = _unique_rows(_project(dense, features["text"], "text"))
+    common = dict(dense_model=str(dense_dir), epochs=args.sae_epochs, batch_size=512, learning_rate=2e-3)
+    reports = {
+        "sae_topk": train_sae_on_embeddings(images, texts, width, out / "sae_topk", kind="topk", k=topk_k, **common),
+        "sae_relu_l1": train_sae_on_embeddings(images, texts, width, out / "sae_relu_l1", kind="relu_l1",
+                                               l1_coefficient=args.sae_l1_coefficient, **common),
+    }
+    if "sae" in args.sparsify_inits.split(","):
+        reports["sae_init"] = train_sae_on_embeddings(images, texts, width, out / "sae_init", kind="relu_l1",
+                                                      l1_coefficient=args.sae_l1_coefficient, bias=False, **common)
+    return {name: {k: v for k, v in r.items() if k != "history"} | {"history": r["history"]} for name, r in reports.items()}
+
+
+def run_sparsify(dense, processor, features: dict, out: Path, args: MainJobArguments, scratch_steps: int, width: int) -> dict:
+    from ..sae import SparseAutoencoder
+    from .arguments import parse_args
+    from .sparsify_finetune import fine_tune_from_dense
+
+    steps = max(1, round(scratch_steps * args.sparsify_budget))
+    runs = {}
+    for init in [i for i in args.sparsify_inits.split(",") if i]:
+        flags = [args.sparse_recipe, "--output_dir", str(out / f"sparsify_{init}"), "--max_steps", str(steps),
+                 "--evolution_fractions", args.sparsify_fractions, "--save_steps", str(10 * steps), "--report_to", "none"]
+        training_args = parse_args(flags)[2]
+        sae = SparseAutoencoder.from_pretrained(out / "sae_init") if init == "sae" else None
+        started = time.time()
+        trainer = fine_tune_from_dense(dense, processor, features, init, training_args, width=width, sae=sae)
+        runs[init] = _summary(trainer, started)
+    return runs
+
+
+def _curve_points(folder: Path, include_step_0: bool) -> list[tuple[int, str]]:
+    points = [(0, str(folder / "step_0"))] if include_step_0 and (folder / "step_0").is_dir() else []
+    for progress in sorted((folder / "evolution").glob("progress_*")):
+        step = json.loads((progress / "training_progress.json").read_text())["global_step"]
+        points.append((step, str(progress)))
+    return points
+
+
+def evaluate_curves(out: Path, inits: list[str], args: MainJobArguments) -> dict:
+    """Zero-shot accuracy, L0 and Clarity at every saved point of the scratch run and of each sparsify
+    run (no concept labels: the curves need the cheap metrics only; every point reads the tower cache)."""
+    from ..evaluation.runner import BenchmarkArguments, run
+
+    curves = {"scratch": _curve_points(out / "sparse", False)}
+    curves.update({init: _curve_points(out / f"sparsify_{init}", True) for init in inits})
+    entries = [f"dense={out / 'dense'}"] + [f"{name}@{step}={path}" for name, points in curves.items() for step, path in points]
+    report = run(BenchmarkArguments(models=entries, suite="embedded", output_dir=str(out / "bench_curves"), data_cache_dir=args.data_cache_dir,
+                                    concept_labels=False, tower_cache_dir=args.tower_cache_dir))
+    sets = [s for s, m in report["meta"]["sets"].items() if m["task"] == "zero_shot"]
+    dense = {s: report["models"]["dense"][s]["top1_accuracy"] for s in sets}
+    result = {"dense_zero_shot": dense, "zero_shot_sets": sets, "curves": {}}
+    for name, points in curves.items():
+        rows = []
+        for step, _ in points:
+            metrics = report["models"][f"{name}@{step}"]
+            row = {"step": step,
+                   "image_l0_percent": _mean_over_sets(metrics, "image_l0_percent_of_width"),
+                   "text_l0_percent": _mean_over_sets(metrics, "text_l0_percent_of_width"),
+                   "clarity": _mean_over_sets(metrics, "clarity"),
+                   "zero_shot": {s: metrics[s]["top1_accuracy"] for s in sets}}
+            row["max_gap_to_dense_points"] = max(100 * (dense[s] - row["zero_shot"][s]) for s in sets)
+            row["meets_goal"] = bool(max(row["image_l0_percent"], row["text_l0_percent"]) <= 2.0 and row["max_gap_to_dense_points"] <= 1.0)
+            rows.append(row)
+        result["curves"][name] = rows
+        result.setdefault("first_step_meeting_goal", {})[name] = next((r["step"] for r in rows if r["meets_goal"]), None)
+        result.setdefault("first_step_l0_at_most_2pct", {})[name] = next(
+            (r["step"] for r in rows if max(r["image_l0_percent"], r["text_l0_percent"]) <= 2.0), None)
+        result.setdefault("first_step_within_1pt", {})[name] = next((r["step"] for r in rows if r["max_gap_to_dense_points"] <= 1.0), None)
+    return result
+
+
+def best_init(curves: dict, inits: list[str]) -> str:
+    """The init whose final point meets the goal (L0 <= 2%, within 1 point of dense on every zero-shot
+    set); else the smallest gap to dense among those at L0 <= 2%; else the smallest gap."""
+    finals = {i: curves["curves"][i][-1] for i in inits if curves["curves"].get(i)}
+
+    def sparse_enough(row):
+        return max(row["image_l0_percent"], row["text_l0_percent"]) <= 2.0
+
+    for pool in ([i for i, r in finals.items() if r["meets_goal"]], [i for i, r in finals.items() if sparse_enough(r)], list(finals)):
+        if pool:
+            return min(pool, key=lambda i: finals[i]["max_gap_to_dense_points"])
+    raise ValueError("no sparsify run to choose from")
+
+
 def run_main_job(args: MainJobArguments) -> dict:
-    """Data, both trainings, the held-out evaluation; prints the table. Returns {"training": ..., "report": ..., "table": ...}."""
+    """Data, trainings, SAEs, sparsify runs, the held-out evaluation; prints the table and writes the
+    report to `args.results_dir`. Returns {"training": ..., "report": ..., "table": ...}."""
     from ..data import build_corpus, corpus_report, format_report, load_eval_sets
     from ..data.data_card import write_data_card
     from .arguments import parse_args
 
     started = time.time()
+    stages: dict[str, float] = {}
+
+    def stage(name: str, since: float) -> float:
+        stages[name] = round(time.time() - since, 1)
+        print(f"[main job] {name}: {stages[name]:.0f} s", flush=True)
+        return time.time()
+
     out = Path(args.output_dir)
     data_args = parse_args([args.sparse_recipe])[1]
     corpus = build_corpus(cache_dir=args.data_cache_dir, max_per_source=data_args.max_per_source)
     print(format_report(corpus_report(corpus)))
     print("data card:", write_data_card(corpus, load_eval_sets(cache_dir=args.data_cache_dir), out / "DATA_CARD.md"))
-    training = {
-        "sparse": _train(args.sparse_recipe, out / "sparse", args),
-        "dense": _train(args.dense_recipe, out / "dense", args),
-    }
-    atomic_write_text(out / "training_summary.json", json.dumps(training, indent=2))
+    mark = stage("data", started)
+    sparse_trainer, sparse_summary = _train(args.sparse_recipe, out / "sparse", args)  # runs the towers over the pairs (cached)
+    mark = stage("sparse (scratch) training, incl. the training-pair tower cache", mark)
+    dense_trainer, dense_summary = _train(args.dense_recipe, out / "dense", args)  # same towers: the cache is hit
+    mark = stage("dense training", mark)
+    training = {"sparse": sparse_summary, "dense": dense_summary}
+    ds = dense_trainer.train_dataset
+    features = {"image": ds.image, "text": ds.text, "text_offsets": ds.offsets}
+    dense, processor = dense_trainer.model.eval(), dense_trainer.processing_class
+    width = sparse_trainer.model.config.projection_dim
+    inits = [i for i in args.sparsify_inits.split(",") if i]
+
+    sae_reports = {}
+    if args.sae:
+        k = args.sae_topk_k or max(1, round(_mean_l0(sparse_trainer.model, features)))
+        sae_reports = train_sae_baselines(dense, out / "dense", features, out, args, k, width)
+        mark = stage("SAE baselines", mark)
+    sparsify = run_sparsify(dense, processor, features, out, args, sparse_summary["steps"], width) if inits else {}
+    training.update({f"sparsify_{init}": summary for init, summary in sparsify.items()})
+    if inits:
+        mark = stage("sparsify fine-tuning", mark)
+    atomic_write_text(out / "training_summary.json", json.dumps({"training": training, "sae": sae_reports}, indent=2, default=str))
     if args.skip_eval:
-        return {"training": training}
+        return {"training": training, "sae": sae_reports}
+
     from ..evaluation.runner import BenchmarkArguments, run
 
+    curves = evaluate_curves(out, inits, args) if inits else None
+    if inits:
+        mark = stage("sparsify curves (evaluation)", mark)
+    best = best_init(curves, inits) if inits else None
+    entries = [f"dense={out / 'dense'}", f"sparse (scratch)={out / 'sparse'}"]
+    if best:
+        entries.append(f"sparse (from dense, {best} init)={out / f'sparsify_{best}'}")
+    saes = [f"SAE TopK={out / 'sae_topk'}", f"SAE ReLU+L1={out / 'sae_relu_l1'}"] if args.sae else []
     report = run(
         BenchmarkArguments(
-            models=[f"sparse={out / 'sparse'}", f"dense={out / 'dense'}"],
-            suite="embedded",
-            output_dir=str(out / "bench"),
-            data_cache_dir=args.data_cache_dir,
-            vocabulary_size=args.vocabulary_size,
+            models=entries, sae=saes, suite="embedded", output_dir=str(out / "bench"), data_cache_dir=args.data_cache_dir,
+            vocabulary_size=args.vocabulary_size, tower_cache_dir=args.tower_cache_dir,
         )
     )
-    table = side_by_side(report, training)
+    mark = stage("held-out evaluation", mark)
+    names = list(report["models"])
+    column_training = {names[0]: training["dense"], names[1]: training["sparse"]}
+    if best:
+        column_training[names[2]] = training[f"sparsify_{best}"]
+    table = side_by_side(report, column_training)
     atomic_write_text(out / "results.md", table + "\n")
     print("\nHeld-out evaluation (embedded suite)\n" + table)
-    print(f"\nFull benchmark: {out / 'bench' / 'results.md'}; total wall time {time.time() - started:.0f} s")
-    return {"training": training, "report": report, "table": table}
+
+    from ..evaluation.main_report import write_main_report
+
+    result = {
+        "table": table, "report": report, "training": {k: {kk: vv for kk, vv in v.items() if kk != "log_history"} for k, v in training.items()},
+        "sparsify_logs": {k: v["log_history"] for k, v in training.items() if k.startswith("sparsify_") or k == "sparse"},
+        "sae": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in sae_reports.items()},
+        "curves": curves, "best_init": best, "stages_seconds": stages, "seconds_total": round(time.time() - started, 1),
+        "load_average_at_end": os.getloadavg(), "cpu_threads": torch.get_num_threads(),
+    }
+    write_main_report(result, Path(args.results_dir))
+    print(f"\nFull benchmark: {out / 'bench' / 'results.md'}; report: {args.results_dir}; total wall time {time.time() - started:.0f} s")
+    return result
 
 
-__all__ = ["MainJobArguments", "run_main_job", "side_by_side"]
+@torch.no_grad()
+def _mean_l0(model, features: dict) -> float:
+    image = (_project(model, features["image"], "image") > 0).sum(-1).float().mean()
+    text = (_project(model, _unique_rows(features["text"]), "text") > 0).sum(-1).float().mean()
+    return float((image + text) / 2)
+
+
+__all__ = ["MainJobArguments", "best_init", "evaluate_curves", "run_main_job", "side_by_side"]
