@@ -164,7 +164,7 @@ class SparseEmbeddings:
 
     # -- scipy -----------------------------------------------------------------------------------
     @classmethod
-    def from_scipy(cls, matrix, dtype: torch.dtype = torch.float32) -> "SparseEmbeddings":
+    def from_scipy(cls, matrix, dtype: torch.dtype | None = None) -> "SparseEmbeddings":
         """From any scipy sparse matrix (converted to CSR with sorted, de-duplicated indices)."""
         import scipy.sparse as sp
 
@@ -174,7 +174,7 @@ class SparseEmbeddings:
         return cls(
             torch.from_numpy(csr.indptr.astype(np.int64)),
             torch.from_numpy(csr.indices.astype(np.int32)),
-            values.to(_check_value_dtype(dtype)),
+            values.to(_check_value_dtype(dtype or torch.float32)),
             csr.shape[1],
         )
 

@@ -91,9 +91,9 @@ def _numba_cache_dir() -> str:
     """numba writes compiled kernels next to the package source unless told otherwise (a read-only
     site-packages, or a shared checkout, then gets __pycache__ files it does not expect): unless the
     user set NUMBA_CACHE_DIR, they go under the project cache (<SPARSE_CLIP_CACHE>/numba)."""
-    from .constants import CACHE_ROOT
-
-    return os.environ.get("NUMBA_CACHE_DIR") or str((CACHE_ROOT / "numba").resolve())
+    # constants.CACHE_ROOT's rule, read here directly: constants.py imports the (torch) Hub file.
+    cache_root = Path(os.environ.get("SPARSE_CLIP_CACHE", ".cache"))
+    return os.environ.get("NUMBA_CACHE_DIR") or str((cache_root / "numba").resolve())
 
 
 def _numba_kernel():

@@ -210,7 +210,7 @@ class Handlers:
     def inspect_upload(self, path):
         image = open_upload(path)
         status, chart, table, gallery = describe_features(self.state, self.state.encoder.encode_image(image), "image")
-        return f"**Uploaded image** · {status}", path, chart, table, gallery
+        return f"**Uploaded image** '{shown(Path(path).name)}' · {status}", path, chart, table, gallery
 
     def inspect_text(self, text):
         text = check_text(text)

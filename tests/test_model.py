@@ -332,10 +332,12 @@ def test_logit_scale_cap_is_exact_and_gradient_flows_at_it(tiny_config, tiny_bat
     assert model.logit_scale.item() < before  # the loss lowered it
 
 
-def test_logit_scale_cap_in_bfloat16(tiny_config, tiny_batch):
-    model = _model(tiny_config, logit_scale_max=math.log(50.0)).to(torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])  # fp16(ln 50) = 3.9121 rounds above the cap
+def test_logit_scale_cap_in_half_precision(tiny_config, dtype):
+    model = _model(tiny_config, logit_scale_max=math.log(50.0)).to(dtype)
     with torch.no_grad():
         model.logit_scale.fill_(5.0)
+    assert model.effective_logit_scale().double().item() <= 50.0
     model.clamp_logit_scale_()
     assert model.logit_scale.double().item() <= math.log(50.0)
     assert model.effective_logit_scale().double().item() <= 50.0

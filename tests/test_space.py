@@ -179,7 +179,7 @@ def open_tab(page, name: str):
     page.get_by_role("tab", name=name).click()
 
 
-def upload(page, elem_id: str, path):
+def upload(page, elem_id: str, path, arrives: bool = True):
     """Upload through the component's own file chooser, clearing an earlier upload first."""
     component = page.locator(f"#{elem_id}")
     clear = component.get_by_label("Clear")
@@ -188,6 +188,8 @@ def upload(page, elem_id: str, path):
     with page.expect_file_chooser() as chooser:
         component.locator("button.upload-container").click()
     chooser.value.set_files(str(path))
+    if arrives:
+        component.get_by_text(Path(path).name).first.wait_for(timeout=60_000)  # the upload has arrived
 
 
 def no_python_text(page):
@@ -268,7 +270,7 @@ def test_space_tabs_in_chromium(space, browser, tmp_path):
     good = tmp_path / "my_photo.png"
     Image.new("RGB", (300, 200), (200, 30, 30)).save(good)
     upload(page, "inspect-upload", good)
-    status_text(page, "inspect-status", "Uploaded image")
+    status_text(page, "inspect-status", "my_photo.png")
     shot(page, "04_inspect_upload")
 
     transparent = tmp_path / "transparent_cat.png"
@@ -276,7 +278,7 @@ def test_space_tabs_in_chromium(space, browser, tmp_path):
     cat.putdata([(r, g, b, 0 if min(r, g, b) > 250 else 255) for r, g, b, _ in cat.getdata()])
     cat.save(transparent)
     upload(page, "inspect-upload", transparent)
-    INPUTS_TRIED.append(("Inspect", "transparent PNG (emoji)", " ".join(status_text(page, "inspect-status", "Uploaded image").split())))
+    INPUTS_TRIED.append(("Inspect", "transparent PNG (emoji)", " ".join(status_text(page, "inspect-status", "transparent_cat.png").split())))
 
     not_image = tmp_path / "notes.txt"
     not_image.write_text("this is not an image")
@@ -290,7 +292,7 @@ def test_space_tabs_in_chromium(space, browser, tmp_path):
 
     big = tmp_path / "big.png"
     big.write_bytes(os.urandom(21 * 1024 * 1024))
-    upload(page, "inspect-upload", big)
+    upload(page, "inspect-upload", big, arrives=False)
     page.wait_for_timeout(3000)
     body = page.locator("body").inner_text()
     INPUTS_TRIED.append(("Inspect", "21 MiB file", " ".join(line for line in body.splitlines() if "MB" in line or "large" in line.lower())[:300]))

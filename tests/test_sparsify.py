@@ -107,3 +107,24 @@ def test_sparsify_fine_tuning_lowers_l0(setup, tmp_path):
     # the towers did not train (heads only, on the cache)
     assert torch.equal(end.vision_model.state_dict()[next(iter(end.vision_model.state_dict()))],
                        dense.vision_model.state_dict()[next(iter(dense.vision_model.state_dict()))])
+
+
+def test_sparsify_command_on_a_dense_folder(setup, emoji_dataset_dir, tmp_path):
+    """The user's path: a dense Sparse CLIP folder + image-text pairs -> a wide ReLU model (SAE init, the SAE trained here)."""
+    from modeling_sparse_clip.cli import sparsify
+
+    dense, processor, _ = setup
+    dense.save_pretrained(tmp_path / "dense")
+    processor.save_pretrained(tmp_path / "dense")
+    summary = sparsify.run([
+        "--dense_model", str(tmp_path / "dense"), "--init", "sae", "--width", "64", "--sae_epochs", "2", "--dataset", emoji_dataset_dir,
+        "--output_dir", str(tmp_path / "sparse"), "--data_cache_dir", str(tmp_path / "cache"), "--max_steps", "3",
+        "--per_device_train_batch_size", "16", "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+    ])
+    assert summary["steps"] == 3
+    model = SparseCLIPModel.from_pretrained(tmp_path / "sparse")
+    assert model.config.activation == "relu" and model.config.projection_dim == 64
+    assert (tmp_path / "sparse" / "sae_init" / "sae.safetensors").exists()
+    assert list((tmp_path / "cache" / "tower_features").glob("*.safetensors"))
+    with pytest.raises(ValueError, match="--dense_model"):
+        sparsify.run(["--output_dir", str(tmp_path / "x")])

@@ -16,6 +16,17 @@ class UsageError(ValueError):
     """Input the user can fix; the message says how."""
 
 
+def argument_parser(dataclass_types):
+    """`HfArgumentParser` whose usage errors (bad type, missing flag) are one `error:` line, not usage + error."""
+    from transformers import HfArgumentParser
+
+    class OneLineErrors(HfArgumentParser):
+        def error(self, message):
+            raise UsageError(f"{message} (see --help)")
+
+    return OneLineErrors(dataclass_types)
+
+
 def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> int:
     """Run `main(argv)`; exceptions become one `error: ...` line on stderr (exit 1) unless `--debug`."""
     argv = list(sys.argv[1:] if argv is None else argv)

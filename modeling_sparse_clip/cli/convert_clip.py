@@ -8,11 +8,9 @@ The library call is `modeling_sparse_clip.conversion.transformers_clip.convert_c
 
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
 from ..conversion.assemble import ConversionOptions
 from ..conversion.transformers_clip import convert_clip_checkpoint
-from . import run_command
+from . import argument_parser, run_command
 
 
 @dataclass
@@ -26,13 +24,14 @@ class ConversionOutputArguments:
     """Where the converted model goes and what is done with it (shared by both convert commands)."""
 
     output_dir: str = field(metadata={"help": "Folder to write the SparseCLIP model, processor and Hub code to."})
-    verify: bool = field(default=False, metadata={"help": "Run the source library and the converted model on real images/captions and compare."})
+    verify: bool = field(default=False, metadata={"help": "Run the source library's own model and the converted one on real images/captions and compare; "
+                                                     "the output folder is moved into place only if this passes."})
     verify_tolerance: float = field(default=1e-4, metadata={"help": "Largest max-abs difference --verify accepts."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub repo id to publish the converted model and processor (with code and card) to."})
 
 
 def run(argv):
-    source, options, output = HfArgumentParser((CLIPSourceArguments, ConversionOptions, ConversionOutputArguments)).parse_args_into_dataclasses(args=argv)
+    source, options, output = argument_parser((CLIPSourceArguments, ConversionOptions, ConversionOutputArguments)).parse_args_into_dataclasses(args=argv)
     return convert_clip_checkpoint(
         source.source, output.output_dir, revision=source.revision, options=options,
         verify=output.verify, verify_tolerance=output.verify_tolerance, push_to_hub=output.push_to_hub,

@@ -5,6 +5,7 @@ Torch pickles are read with `weights_only=True` only: a checkpoint is data, neve
 
 import json
 import os
+import re
 from collections.abc import Iterable
 
 import torch
@@ -19,7 +20,7 @@ class CheckpointKeyError(ValueError):
     """A checkpoint's keys do not match the architecture it claims to be."""
 
 
-def _list(keys: Iterable[str], limit: int = 40) -> str:
+def _list(keys: Iterable[str], limit: int = 8) -> str:
     keys = sorted(keys)
     shown = "\n    ".join(keys[:limit])
     more = f"\n    ... and {len(keys) - limit} more" if len(keys) > limit else ""
@@ -53,17 +54,23 @@ def load_torch_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")
     if path.endswith(".safetensors"):
-        checkpoint = load_file(path, device="cpu")
+        try:
+            checkpoint = load_file(path, device="cpu")
+        except Exception as err:  # safetensors' errors do not name the file
+            raise ValueError(f"{path!r} is not a readable safetensors file ({err}); a truncated download or another format?") from None
     else:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle errors come in many types; say what to do instead
+            reason = str(err).strip()
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", reason)
+            reason = f"it pickles code or objects ({found.group(1)})" if found else (reason.splitlines() or [type(err).__name__])[0]
             raise ValueError(
-                f"Could not read {path!r} with torch.load(weights_only=True): {err}\n"
+                f"Could not read {path!r} with torch.load(weights_only=True): {reason}.\n"
                 "Only plain state-dict checkpoints are supported. For an OpenAI TorchScript archive, save "
                 "`torch.jit.load(path, map_location='cpu').state_dict()` with torch.save first; never load "
                 "untrusted pickles with weights_only=False."
-            ) from err
+            ) from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, dict) or not checkpoint:

@@ -82,12 +82,20 @@ def read_clip_source(folder: str):
 
 
 def source_processor(folder: str, config):
-    """The source's own CLIPProcessor when it ships one, else the CLIP BPE tokenizer + CLIP image processor."""
+    """The source's own processor when it ships one, else OpenCLIP's exact tokenizer + image processor.
+
+    A folder written by this package (its processor names `processing_open_clip` in `auto_map`) is read with
+    the library's own classes, so no code from the source folder is executed and the file travels along.
+    """
     from transformers import CLIPProcessor
+
+    from .processing_open_clip import OpenCLIPImageProcessor, OpenCLIPTokenizer
 
     has_files = any(os.path.isfile(os.path.join(folder, f)) for f in ("preprocessor_config.json", "processor_config.json"))
     has_tokenizer = any(os.path.isfile(os.path.join(folder, f)) for f in ("tokenizer.json", "vocab.json"))
     if has_files and has_tokenizer:
+        if os.path.isfile(os.path.join(folder, "processing_open_clip.py")):
+            return CLIPProcessor(image_processor=OpenCLIPImageProcessor.from_pretrained(folder), tokenizer=OpenCLIPTokenizer.from_pretrained(folder))
         return CLIPProcessor.from_pretrained(folder)
     return build_clip_processor(
         image_size=config.vision_config.image_size, context_length=config.text_config.max_position_embeddings

@@ -122,9 +122,12 @@ def markdown(result: dict) -> str:
             knob = r.get("k") if r["kind"] == "topk" else r.get("l1_coefficient")
             lines.append(f"| {name} | {r['kind']} | {knob if knob is not None else '-'} | {r['bias']} | {r['explained_variance']:.3f} | "
                          f"{r['l0_image_mean']:.1f} | {r['l0_text_mean']:.1f} | {r['dead_features']} | {r['seconds']} |")
-    lines += ["", "![modality-score histogram](modality_histogram.png)", "", "## Stage timings (wall seconds)", "",
-              "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in result["stages_seconds"].items()]
+    lines += ["", "![modality-score histogram](modality_histogram.png)", "", "## Stage timings", "",
+              "CPU seconds are this process's (all threads): what the stage costs on idle cores; wall seconds and the load "
+              "average show how shared the machine was.", "", "| stage | wall s | CPU s | load average (1 min) |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['wall_s']} | {v['cpu_s']} | {v['load_average']:.1f} |" for k, v in result["stages_seconds"].items()]
+    total_cpu = sum(v["cpu_s"] for v in result["stages_seconds"].values())
+    lines += [f"| total | {result['seconds_total']:.0f} | {total_cpu:.0f} | - |"]
     return "\n".join(lines) + "\n"
 
 

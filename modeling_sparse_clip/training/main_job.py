@@ -53,6 +53,21 @@ class MainJobArguments:
     sparsify_inits: str = field(default="rotation,sae,random", metadata={"help": "wide-head initialisations to fine-tune from the dense model ('' skips)"})
     sparsify_budget: float = field(default=1 / 3, metadata={"help": "fine-tuning steps as a fraction of the scratch run's"})
     sparsify_fractions: str = field(default="0.1,0.3,0.6,1.0", metadata={"help": "points of the sparsify curves (fractions of the budget)"})
+    reuse_finished: bool = field(default=True, metadata={"help": "reuse a stage's output that an earlier run finished with the same flags"})
+
+
+FLAGS_FILE = "main_job_flags.json"
+
+
+def _reusable(folder: Path, flags, reuse: bool) -> bool:
+    """A stage's output folder finished by an earlier main job with the same flags (so a re-run after a
+    crash or an interruption redoes only what is missing)."""
+    record = folder / FLAGS_FILE
+    return reuse and record.is_file() and json.loads(record.read_text()) == json.loads(json.dumps(flags, default=str))
+
+
+def _mark(folder: Path, flags) -> None:
+    atomic_write_text(folder / FLAGS_FILE, json.dumps(flags, default=str))
 
 
 def _train(recipe: str, output_dir: Path, args: MainJobArguments):
@@ -63,8 +78,33 @@ def _train(recipe: str, output_dir: Path, args: MainJobArguments):
     if args.num_train_epochs is not None:
         flags += ["--num_train_epochs", str(args.num_train_epochs)]
     started = time.time()
-    trainer = train(*parse_args(flags))
+    if _reusable(output_dir, flags, args.reuse_finished):
+        trainer = _finished_run(parse_args(flags), output_dir)
+    else:
+        trainer = train(*parse_args(flags))
+        _mark(output_dir, flags)
     return trainer, _summary(trainer, started)
+
+
+def _finished_run(parsed, output_dir: Path):
+    """What the main job needs of a finished training run (model, processor, cached features, state),
+    loaded instead of retrained."""
+    from types import SimpleNamespace
+
+    from ..modeling_sparse_clip import SparseCLIPModel
+    from .data import CachedPairDataset, load_pairs
+    from .model_setup import default_processor, set_trainable
+    from .tower_cache import cached_tower_features
+
+    model_args, data_args, _ = parsed
+    model = SparseCLIPModel.from_pretrained(output_dir)
+    set_trainable(model.vision_model, "none", "vision")
+    set_trainable(model.text_model, "none", "text")
+    processor = default_processor(model_args)  # the processor it trained with (the cache key)
+    features = cached_tower_features(model, processor, load_pairs(data_args), Path(data_args.data_cache_dir) / "tower_features")
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return SimpleNamespace(model=model, processing_class=processor, train_dataset=CachedPairDataset(features),
+                           state=SimpleNamespace(global_step=state["global_step"], log_history=state["log_history"]))
 
 
 def _summary(trainer, started: float) -> dict:
@@ -142,14 +182,17 @@ def train_sae_baselines(dense, dense_dir: Path, features: dict, out: Path, args:
     images = _project(dense, features["image"], "image")
     texts = _unique_rows(_project(dense, features["text"], "text"))
     common = dict(dense_model=str(dense_dir), epochs=args.sae_epochs, batch_size=512, learning_rate=2e-3)
-    reports = {
-        "sae_topk": train_sae_on_embeddings(images, texts, width, out / "sae_topk", kind="topk", k=topk_k, **common),
-        "sae_relu_l1": train_sae_on_embeddings(images, texts, width, out / "sae_relu_l1", kind="relu_l1",
-                                               l1_coefficient=args.sae_l1_coefficient, **common),
-    }
+    plans = {"sae_topk": dict(kind="topk", k=topk_k), "sae_relu_l1": dict(kind="relu_l1", l1_coefficient=args.sae_l1_coefficient)}
     if "sae" in args.sparsify_inits.split(","):
-        reports["sae_init"] = train_sae_on_embeddings(images, texts, width, out / "sae_init", kind="relu_l1",
-                                                      l1_coefficient=args.sae_l1_coefficient, bias=False, **common)
+        plans["sae_init"] = dict(kind="relu_l1", l1_coefficient=args.sae_l1_coefficient, bias=False)
+    reports = {}
+    for name, plan in plans.items():
+        flags = {**common, **plan, "width": width, "rows": [len(images), len(texts)]}
+        if _reusable(out / name, flags, args.reuse_finished):
+            reports[name] = json.loads((out / name / "training_report.json").read_text())
+            continue
+        reports[name] = train_sae_on_embeddings(images, texts, width, out / name, **common, **plan)
+        _mark(out / name, flags)
     return {name: {k: v for k, v in r.items() if k != "history"} | {"history": r["history"]} for name, r in reports.items()}
 
 
@@ -164,9 +207,16 @@ def run_sparsify(dense, processor, features: dict, out: Path, args: MainJobArgum
         flags = [args.sparse_recipe, "--output_dir", str(out / f"sparsify_{init}"), "--max_steps", str(steps),
                  "--evolution_fractions", args.sparsify_fractions, "--save_steps", str(10 * steps), "--report_to", "none"]
         training_args = parse_args(flags)[2]
-        sae = SparseAutoencoder.from_pretrained(out / "sae_init") if init == "sae" else None
         started = time.time()
+        folder = out / f"sparsify_{init}"
+        if _reusable(folder, flags, args.reuse_finished):
+            state = json.loads((folder / "trainer_state.json").read_text())
+            runs[init] = {"seconds": None, "steps": state["global_step"], "log_history": [e for e in state["log_history"] if "loss" in e],
+                          "last_log": [e for e in state["log_history"] if "loss" in e][-1]}
+            continue
+        sae = SparseAutoencoder.from_pretrained(out / "sae_init") if init == "sae" else None
         trainer = fine_tune_from_dense(dense, processor, features, init, training_args, width=width, sae=sae)
+        _mark(folder, flags)
         runs[init] = _summary(trainer, started)
     return runs
 
@@ -234,11 +284,16 @@ def run_main_job(args: MainJobArguments) -> dict:
     from .arguments import parse_args
 
     started = time.time()
-    stages: dict[str, float] = {}
+    stages: dict[str, dict] = {}
+    cpu = [time.process_time()]
 
     def stage(name: str, since: float) -> float:
-        stages[name] = round(time.time() - since, 1)
-        print(f"[main job] {name}: {stages[name]:.0f} s", flush=True)
+        # wall seconds AND this process's CPU seconds (all its threads): on a shared machine the wall time
+        # says how contended it was, the CPU time what the stage costs on idle cores
+        now_cpu = time.process_time()
+        stages[name] = {"wall_s": round(time.time() - since, 1), "cpu_s": round(now_cpu - cpu[0], 1), "load_average": os.getloadavg()[0]}
+        cpu[0] = now_cpu
+        print(f"[main job] {name}: {stages[name]}", flush=True)
         return time.time()
 
     out = Path(args.output_dir)
