@@ -11,7 +11,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: setup sources main test test-fast clean lock
+.PHONY: setup sources main test test-fast clean lock check-latest
 
 # constraints.txt pins every other dependency to what CI last ran green (a fresh resolve can pull a
 # release that breaks us on the day it ships); `make lock` rewrites it from a fresh, tested install.
@@ -53,3 +53,22 @@ lock:
 	  echo "# Regenerate after a deliberate upgrade: make lock. The torch/torchvision pair is set in the Makefile."; \
 	  .venv-lock/bin/pip freeze | grep -viE '^(-e|sparse.clip|torch==|torchvision==|nvidia|cuda-|triton)'; } > constraints.txt
 	rm -rf .venv-lock
+
+# Drift check, apart from the pinned install: the newest versions the pyproject ranges allow (torch pair as
+# above), in a scratch venv, running the tests that hold our contract with those libraries. A release that
+# breaks us shows up here as named failing tests (after the list of what is newer than constraints.txt),
+# while `make test` and CI stay on constraints.txt. When it passes, `make lock` moves the pins forward.
+LATEST := .cache/venv-latest
+DRIFT_TESTS := tests/test_transformers_common.py tests/test_model.py tests/test_one_tower.py \
+	tests/test_zero_shot_pipeline.py tests/test_vlm.py tests/test_encoding.py tests/test_training.py
+check-latest:
+	rm -rf $(LATEST) && $(PY) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade pip
+	$(LATEST)/bin/pip install -q $(TORCH)
+	echo "$(TORCH)" | tr ' ' '\n' > $(LATEST)/torch-constraints.txt
+	$(LATEST)/bin/pip install -q -c $(LATEST)/torch-constraints.txt -e ".[dev]"
+	grep -v '^#' constraints.txt | tr A-Z a-z | sort > $(LATEST)/pinned.txt
+	$(LATEST)/bin/pip freeze | grep -viE '^(-e|sparse.clip|torch==|torchvision==|nvidia|cuda-|triton)' \
+	  | tr A-Z a-z | sort > $(LATEST)/latest.txt
+	@echo "Newer than constraints.txt:"; comm -13 $(LATEST)/pinned.txt $(LATEST)/latest.txt
+	$(LATEST)/bin/python -m pytest -m "slow or not slow" -q --timeout=1500 -p no:cacheprovider $(DRIFT_TESTS)

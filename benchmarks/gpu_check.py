@@ -89,8 +89,8 @@ def _models(args: GPUCheckArguments, device: torch.device):
     clip = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=embed))
     sparse = SparseCLIPModel(SparseCLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
                                               projection_dim=args.width_factor * embed, activation="relu"))
-    sparse.vision_model.vision_model.load_state_dict(clip.vision_model.state_dict())  # identical towers
-    sparse.text_model.text_model.load_state_dict(clip.text_model.state_dict())
+    sparse.vision_model.load_state_dict(clip.vision_model.state_dict())  # identical towers (same classes, configs, weights)
+    sparse.text_model.load_state_dict(clip.text_model.state_dict())
     return {"CLIPModel": clip.to(device), "SparseCLIPModel": sparse.to(device)}
 
 

@@ -50,15 +50,26 @@ class GapArguments:
     tower_cache_dir: str = field(default=str(FEATURE_CACHE_DIR))
 
 
+def _recipe(args: GapArguments, name: str) -> str:
+    """The recipe, or (whole corpus) a copy of it without the per-source cap: the default corpus."""
+    if VARIANTS[name].get("max_per_source", 0) is not None:
+        return args.recipe
+    from modeling_sparse_clip.recipes import recipe_path
+
+    values = json.loads(recipe_path(args.recipe).read_text())
+    values.pop("max_per_source", None)
+    path = Path(args.runs_dir) / f"{name}_recipe.json"
+    atomic_write_text(path, json.dumps(values, indent=2))
+    return str(path)
+
+
 def _flags(args: GapArguments, name: str) -> list[str]:
-    flags = [args.recipe, "--output_dir", str(Path(args.runs_dir) / name), "--data_cache_dir", args.data_cache_dir, "--report_to", "none",
+    flags = [_recipe(args, name), "--output_dir", str(Path(args.runs_dir) / name), "--data_cache_dir", args.data_cache_dir, "--report_to", "none",
              "--save_steps", "100000"]
     changes = dict(VARIANTS[name])
     changes.setdefault("evolution_fractions", "")
     for key, value in changes.items():
-        if key == "max_per_source" and value is None:
-            flags += ["--max_per_source", "100000"]  # larger than any source: the whole corpus
-        else:
+        if value is not None:
             flags += [f"--{key}", str(value)]
     return flags
 

@@ -218,10 +218,11 @@ def _not_above(value: torch.Tensor, cap: float) -> torch.Tensor:
 
     `cap` is first rounded DOWN to value's dtype, so the result never exceeds the float64 cap either:
     fp32(ln 50) = 3.9120230675 is above ln 50 = 3.9120230054."""
-    bound = torch.tensor(cap, dtype=value.dtype, device=value.device)
+    bound = torch.tensor(cap, dtype=value.dtype)  # on the CPU: no device sync in the forward
     if bound.double() > cap:
-        bound = torch.nextafter(bound, torch.tensor(-float("inf"), dtype=value.dtype, device=value.device))
-    return value.detach().clamp(max=bound) + (value - value.detach())
+        bound = torch.nextafter(bound, torch.tensor(-float("inf"), dtype=value.dtype))
+    # float(bound) is exact in value's dtype; the second term is 0 in value and 1 in gradient
+    return value.detach().clamp(max=float(bound)) + (value - value.detach())
 
 
 def _auto_map(model: "SparseCLIPPreTrainedModel") -> None:

@@ -278,6 +278,9 @@ def push_sparse_clip_to_hub(
             )
             result = PublishResult(repo_url=str(repo_url), commit_oid=commit.oid, commit_url=commit.commit_url, pr_url=commit.pr_url, files=files)
             if space_dir is not None:
+                if "space_cache/space.json" not in files:
+                    logger.warning("%s has no space_cache/: the Space will build its labels and atlas at its first start (minutes). "
+                                   "Build them first: python spaces/app.py --model MODEL --build_only.", repo_id)
                 space_stage = Path(tmp) / "space"
                 stage_space(space_dir, space_stage, model_repo_id=repo_url.repo_id, space_repo_id=space_repo_id)
                 step = f"create the Space repo {space_repo_id}"

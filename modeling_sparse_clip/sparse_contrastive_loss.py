@@ -35,7 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .modeling_sparse_clip import contrastive_loss
-from .sparse_gather import gather_headers, gather_nonzeros
+from .sparse_gather import gather_headers, global_nonzeros, send_back_to_owners
 
 # Above this fraction of non-zeros (on the densest rank, either modality) the dense loss runs instead:
 # from the CPU crossing of benchmarks/bench_loss_memory.py (time crosses first, at a few %; memory much
@@ -71,26 +71,74 @@ class SparseColumns:
         return torch.sparse_csr_tensor(self.crow_t, self.row_t, values[self.perm], self.shape[::-1])
 
 
-class _LocalRowsTimesSparseColumns(torch.autograd.Function):
-    """local (b x W, dense) @ S^T (S: n_rows x W, CSR values + `SparseColumns`) -> (b x n_rows)."""
+# Local rows are processed in blocks of about this many elements (rows x width): the sparse kernels want
+# a contiguous (width x rows) operand, and a block-sized copy keeps that off the peak.
+BLOCK_ELEMENTS = 2**24
+
+
+class _GlobalBatchLogits(torch.autograd.Function):
+    """(image, text) local dense rows -> (local image x global texts, local texts x global images) logits.
+
+    The global batch exists only as non-zeros (`global_nonzeros`). Backward: each local embedding gets one
+    dense (b x W) gradient buffer, the product with the global columns, into which the gradients that every
+    rank's loss sends to its non-zeros are added in place; nothing else is (b x W) or larger."""
 
     @staticmethod
-    def forward(ctx, local, values, columns):
-        ctx.save_for_backward(local, values)
-        ctx.columns = columns
-        return (columns.matrix(values) @ local.t()).t()
+    def forward(ctx, image, text, headers, group):
+        width = image.shape[1]
+        total = int(headers[:, 0].sum())
+        ctx.group, ctx.counts = group, (headers[:, 2].tolist(), headers[:, 3].tolist())
+        sides = []
+        for local, nnz_column in ((image, 2), (text, 3)):
+            values, rows, cols, positions = global_nonzeros(local, headers[:, [0, 1, nnz_column]], group)
+            sides.append((values, SparseColumns(rows, cols, total, width), positions))
+        (img_values, images, _), (txt_values, texts, _) = sides
+        ctx.sides = sides
+        ctx.save_for_backward(image, text)
+        return _times(image, texts.matrix(txt_values)), _times(text, images.matrix(img_values))
 
     @staticmethod
-    def backward(ctx, grad):
-        local, values = ctx.saved_tensors
-        columns = ctx.columns
-        grad_local = grad_values = None
-        if ctx.needs_input_grad[0]:
-            grad_local = (columns.transposed(values) @ grad.t()).t()
-        if ctx.needs_input_grad[1]:
-            # (grad^T @ local) only at S's non-zeros, in S's (CSR) order: the values' gradient
-            grad_values = torch.sparse.sampled_addmm(columns.matrix(values), grad.t(), local, beta=0.0).values()
-        return grad_local, grad_values, None
+    def backward(ctx, grad_per_image, grad_per_text):
+        image, text = ctx.saved_tensors
+        (img_values, images, img_positions), (txt_values, texts, txt_positions) = ctx.sides
+        # d logits_per_image / d image (dense rows) and / d the global texts' values; the same for text
+        grad_image = _times_transposed(grad_per_image, texts.transposed(txt_values), image)
+        grad_txt_values = _sampled(texts.matrix(txt_values), grad_per_image, image)
+        grad_text = _times_transposed(grad_per_text, images.transposed(img_values), text)
+        grad_img_values = _sampled(images.matrix(img_values), grad_per_text, text)
+        # what every rank's loss sent to this rank's own non-zeros, added in place
+        grad_image.view(-1).index_add_(0, img_positions, send_back_to_owners(grad_img_values, ctx.counts[0], ctx.group))
+        grad_text.view(-1).index_add_(0, txt_positions, send_back_to_owners(grad_txt_values, ctx.counts[1], ctx.group))
+        return grad_image, grad_text, None, None
+
+
+def _times(local: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """local (b x W) @ matrix^T (CSR n x W) -> (b x n), a block of local rows at a time."""
+    out = local.new_empty(local.shape[0], matrix.shape[0])
+    for block in _blocks(local):
+        out[block] = (matrix @ local[block].t().contiguous()).t()
+    return out
+
+
+def _times_transposed(grad: torch.Tensor, transposed: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """grad (b x n) @ matrix (n x W), given matrix^T as CSR (W x n) -> dense (b x W)."""
+    out = torch.empty_like(like)
+    for block in _blocks(like):
+        out[block] = (transposed @ grad[block].t().contiguous()).t()
+    return out
+
+
+def _sampled(matrix: torch.Tensor, grad: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """(grad^T @ local) at `matrix`'s non-zeros, in its CSR order: the gradient of its values."""
+    out = torch.zeros_like(matrix.values())
+    for block in _blocks(local):
+        out += torch.sparse.sampled_addmm(matrix, grad[block].t(), local[block], beta=0.0).values()
+    return out
+
+
+def _blocks(local: torch.Tensor) -> list[slice]:
+    rows = max(1, BLOCK_ELEMENTS // max(1, local.shape[1]))
+    return [slice(start, start + rows) for start in range(0, local.shape[0], rows)]
 
 
 def sparse_contrastive_loss(
@@ -111,7 +159,7 @@ def sparse_contrastive_loss(
     if world > 1:
         headers = gather_headers(counts, image_embeds.device, group)
     else:
-        headers = torch.tensor([counts], dtype=torch.int64)
+        headers = torch.tensor([counts], dtype=torch.int64, device=image_embeds.device)
     sizes = headers[:, 0]
     density = (headers[:, 2:].max(dim=1).values.double() / (sizes.double() * width).clamp(min=1)).max().item()
     if density > dense_fallback_density:
@@ -119,11 +167,8 @@ def sparse_contrastive_loss(
     if image_embeds.dtype in (torch.float16, torch.bfloat16):
         image_embeds, text_embeds = image_embeds.float(), text_embeds.float()
     total, offset = int(sizes.sum()), int(sizes[:rank].sum())
-    img_values, img_rows, img_cols = gather_nonzeros(image_embeds, group, headers[:, [0, 1, 2]])
-    txt_values, txt_rows, txt_cols = gather_nonzeros(text_embeds, group, headers[:, [0, 1, 3]])
-    images, texts = SparseColumns(img_rows, img_cols, total, width), SparseColumns(txt_rows, txt_cols, total, width)
-    logits_per_image = logit_scale * _LocalRowsTimesSparseColumns.apply(image_embeds, txt_values, texts)
-    logits_per_text = logit_scale * _LocalRowsTimesSparseColumns.apply(text_embeds, img_values, images)
+    logits_per_image, logits_per_text = _GlobalBatchLogits.apply(image_embeds, text_embeds, headers, group)
+    logits_per_image, logits_per_text = logit_scale * logits_per_image, logit_scale * logits_per_text
     labels = torch.arange(rows, device=image_embeds.device) + offset
     loss = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
     if total != world * rows:  # unequal local batches: DDP's average of the ranks' gradients stays exact

@@ -192,53 +192,36 @@ class _SparseAllGather(torch.autograd.Function):
         return grad.view(sizes[rank], width), None, None, None
 
 
-class _GatherNonzeros(torch.autograd.Function):
-    """Forward: every rank's non-zeros as global (row, column, value) triples, rows in rank order,
-    never a dense global matrix. Backward: the gradient w.r.t. those values travels back sparse
-    (each owner sums what every rank's loss sent to its own non-zeros)."""
+def global_nonzeros(features: torch.Tensor, headers: torch.Tensor, group=None):
+    """The global batch of (rows, width) `features` as its non-zeros only, no autograd (the sparse-aware
+    loss's own backward sends the gradients back with `send_back_to_owners`).
 
-    @staticmethod
-    def forward(ctx, features, group, headers):
-        world, rank = dist.get_world_size(group), dist.get_rank(group)
-        features = features.contiguous()
-        rows, width = features.shape
-        flat = features.view(-1)
-        positions = (flat != 0).nonzero().squeeze(1)
-        if headers is None:
-            headers = gather_headers([rows, width, positions.numel()], features.device, group)
-        sizes, counts = headers[:, 0].tolist(), headers[:, 2].tolist()
-        if counts[rank] != positions.numel():
-            raise ValueError("The header's non-zero count does not match these features.")
-        index_dtype = torch.int32 if max(sizes) * width < 2**31 else torch.int64
-        all_pos, all_val = _exchange_nonzeros(flat, positions, counts, index_dtype, world, group)
-        row_offsets = [sum(sizes[:r]) for r in range(world)]
-        global_rows = torch.cat([p // width + o for p, o in zip(all_pos, row_offsets)])
-        cols = torch.cat([p % width for p in all_pos])
-        ctx.group, ctx.world, ctx.rank, ctx.rows, ctx.width = group, world, rank, rows, width
-        ctx.counts, ctx.local_positions = counts, positions
-        ctx.mark_non_differentiable(global_rows, cols)
-        return torch.cat(all_val), global_rows, cols
-
-    @staticmethod
-    def backward(ctx, grad_values, _rows, _cols):
-        summed = _send_back_sparse(list(grad_values.split(ctx.counts)), ctx.counts, ctx.world, ctx.group)
-        grad = torch.zeros(ctx.rows * ctx.width, dtype=grad_values.dtype, device=grad_values.device)
-        grad[ctx.local_positions] = summed[: ctx.counts[ctx.rank]]
-        return grad.view(ctx.rows, ctx.width), None, None
-
-
-def gather_nonzeros(features: torch.Tensor, group=None, headers: torch.Tensor | None = None):
-    """The global batch of (rows, width) `features` as its non-zeros only: `(values, rows, cols)`,
-    global row indices in rank order and ascending (row, col) within each row, so they are a CSR
-    layout as they stand. `values` carries gradients back to every rank's own non-zeros, sent sparse.
-    `headers`: `gather_headers([rows, width, nnz])` already gathered (saves one tiny collective).
-    With one process it returns this process's non-zeros (no collective)."""
-    if features.dim() != 2:
-        raise ValueError(f"Expected (batch, width) features, got shape {tuple(features.shape)}.")
+    `headers`: `gather_headers([rows, width, nnz])` of every rank. Returns `(values, rows, cols,
+    local_positions)`: global row indices in rank order and ascending (row, col) within each row (a CSR
+    layout as it stands), and the flat positions of this rank's own non-zeros. With one process: its own."""
+    flat = features.detach().contiguous().view(-1)
+    width = features.shape[1]
+    positions = (flat != 0).nonzero().squeeze(1)
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
-        positions = (features.reshape(-1) != 0).nonzero().squeeze(1)
-        return features.reshape(-1)[positions], positions // features.shape[1], positions % features.shape[1]
-    return _GatherNonzeros.apply(features, group, headers)
+        return flat[positions], positions // width, positions % width, positions
+    world = dist.get_world_size(group)
+    sizes, counts = headers[:, 0].tolist(), headers[:, 2].tolist()
+    if counts[dist.get_rank(group)] != positions.numel():
+        raise ValueError("The header's non-zero count does not match these features.")
+    index_dtype = torch.int32 if max(sizes) * width < 2**31 else torch.int64
+    all_pos, all_val = _exchange_nonzeros(flat, positions, counts, index_dtype, world, group)
+    row_offsets = [sum(sizes[:r]) for r in range(world)]
+    rows = torch.cat([p // width + o for p, o in zip(all_pos, row_offsets)])
+    return torch.cat(all_val), rows, torch.cat([p % width for p in all_pos]), positions
+
+
+def send_back_to_owners(grad_values: torch.Tensor, counts: list[int], group=None) -> torch.Tensor:
+    """`grad_values` (one per global non-zero, in `global_nonzeros` order) summed over ranks for this
+    rank's own non-zeros, sent sparse. With one process: `grad_values`."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return grad_values
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    return _send_back_sparse(list(grad_values.split(counts)), counts, world, group)[: counts[rank]]
 
 
 def sparse_all_gather_with_grad(features: torch.Tensor, group=None, fallback_density: float | None = None,
@@ -259,5 +242,5 @@ def sparse_all_gather_with_sparse_grad(features: torch.Tensor, group=None, fallb
     return sparse_all_gather_with_grad(features, group, fallback_density, sparse_grad=True)
 
 
-__all__ = ["gather_headers", "gather_nonzeros", "sparse_all_gather_with_grad", "sparse_all_gather_with_sparse_grad", "log_communication",
+__all__ = ["gather_headers", "global_nonzeros", "send_back_to_owners", "sparse_all_gather_with_grad", "sparse_all_gather_with_sparse_grad", "log_communication",
            "CommunicationLog", "break_even_density"]

@@ -85,8 +85,8 @@ def launch(blocks, args: SpaceArguments):
 
 def load_state(args: SpaceArguments, files_dir: Path):
     """The state, from the caches when they are there; else built while a progress page is served."""
-    from state import SpaceState
     from startup import StartupProgress, startup_page
+    from state import SpaceState, cache_is_likely_there
 
     if args.build_only:
         return SpaceState(args, files_dir, progress=lambda stage, done, total: log.info("%s %d/%d", stage, done, total))
@@ -102,7 +102,8 @@ def load_state(args: SpaceArguments, files_dir: Path):
 
     worker = threading.Thread(target=build, name="space-cache-build", daemon=True)
     worker.start()
-    worker.join(timeout=5.0)  # a start from the caches takes seconds: no progress page for it
+    # A start from the caches takes seconds (no page for it); a build shows its progress at once.
+    worker.join(timeout=120.0 if cache_is_likely_there(args) else 1.0)
     if worker.is_alive():
         page = startup_page(progress)
         launch(page, args)

@@ -49,6 +49,8 @@ class StartupProgress:
             return f"**The Space could not start:** {error}"
         label = STAGES.get(stage, stage)
         count = f": {done:,} of {total:,} ({done / total:.0%})" if total > 1 else ""
+        if stage == "loading the model":
+            return f"**Starting the explorer: {label}.** {time.monotonic() - self.started:.0f} s so far. This page opens the explorer by itself when it is ready."
         return (
             f"**Preparing the explorer (first start only): {label}{count}.** {time.monotonic() - self.started:.0f} s so far.\n\n"
             "The concept labels, the feature atlas and the training-evolution views are computed once and kept next to the model; "

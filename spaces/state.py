@@ -114,6 +114,22 @@ def load_captioner(args: SpaceArguments, encoder: SparseCLIPEncoder):
         return None
 
 
+def cache_is_likely_there(args: SpaceArguments) -> bool:
+    """A quick look (no model loaded) for a Space cache built for these inputs: decides whether the
+    start-up page is needed. Whether it matches the weights is checked when the state loads."""
+    if not Path(args.model).is_dir():
+        return False  # a Hub id: the snapshot may take a while, show the page
+    request = cache_request(args)
+    manifests = [Path(args.model) / "space_cache" / "space.json", *Path(args.cache_dir).glob("space_cache/*/space.json")]
+    for manifest in manifests:
+        try:
+            if manifest.is_file() and json.loads(manifest.read_text()).get("request") == request:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 class SpaceState:
     """Everything loaded once at start: encoder, labels (and their vocabulary), the image set and its
     atlas, zero-shot classifier, evolution, the captioning VLM (or None), and the image files served.

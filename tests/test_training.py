@@ -224,3 +224,30 @@ def test_logit_scale_flags_are_log_space_and_a_linear_value_is_refused(capsys):
     assert stop.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "error: --logit_scale_max 100 looks like a linear scale; pass its log (ln 100 = 4.605) (run with --debug for the traceback)"
+
+
+def test_tower_cache_runs_each_distinct_caption_once_and_matches_per_caption_encoding(tiny_towers_dir, emoji_dataset_dir, monkeypatch):
+    """The training-pair cache encodes each distinct caption once, in batches of similar length, and
+    gives the same features as encoding every caption in order (up to float rounding of other padding)."""
+    import datasets
+    from transformers import AutoProcessor
+
+    from modeling_sparse_clip.encoding import SparseCLIPEncoder
+    from modeling_sparse_clip.training.tower_cache import encode_tower_features
+
+    rows = datasets.load_from_disk(emoji_dataset_dir).select(range(12))
+    repeated = rows.map(lambda r, i: {"text": r["text"] + ["an emoji"] if i % 2 else r["text"]}, with_indices=True)
+    model = SparseCLIPModel.from_towers(str(tiny_towers_dir / "vision"), str(tiny_towers_dir / "text"), projection_dim=64).eval()
+    processor = AutoProcessor.from_pretrained(tiny_towers_dir / "processor")
+    seen = []
+    original = SparseCLIPEncoder.pool_texts
+    monkeypatch.setattr(SparseCLIPEncoder, "pool_texts", lambda self, texts, **kw: seen.extend(texts) or original(self, texts, **kw))
+    features = encode_tower_features(model, processor, repeated, batch_size=4, progress=False)
+    captions = [c for caps in repeated["text"] for c in caps]
+    assert len(seen) == len(set(captions)) < len(captions)  # "an emoji" ran once, not 6 times
+    assert features["text"].shape[0] == len(captions) and features["text_offsets"][-1] == len(captions)
+    monkeypatch.setattr(SparseCLIPEncoder, "pool_texts", original)
+    one_by_one = SparseCLIPEncoder(model, processor, progress=False).pool_texts(captions, batch_size=1)
+    torch.testing.assert_close(features["text"], one_by_one, rtol=1e-5, atol=1e-5)
+    again = encode_tower_features(model, processor, repeated, batch_size=4, progress=False)
+    assert torch.equal(again["text"], features["text"]) and torch.equal(again["image"], features["image"])  # deterministic

@@ -79,6 +79,7 @@ def test_pipeline_with_the_package(model_folder):
         assert r["score"] == pytest.approx(expected[r["label"]], abs=1e-6)
 
 
+@pytest.mark.slow  # a child interpreter: ~15 s uncontended
 def test_pipeline_through_trust_remote_code_without_the_package(model_folder, tmp_path):
     photo().save(tmp_path / "photo.png")
     script = BLOCK_PACKAGE + textwrap.dedent(
@@ -112,6 +113,7 @@ def test_pipeline_through_trust_remote_code_without_the_package(model_folder, tm
         assert r["score"] == pytest.approx(expected[r["label"]], abs=1e-6)
 
 
+@pytest.mark.slow  # a child interpreter
 def test_transformers_own_processor_loads_without_our_code(tiny_config, tmp_path):
     """A folder whose processor is transformers' CLIPProcessor (the embedded models': CLIPImageProcessor +
     a BERT tokenizer) names no code of ours in its processor files, and loads in a clean environment

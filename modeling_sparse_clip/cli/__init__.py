@@ -32,7 +32,9 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our own progress at INFO; other libraries' root-logger chatter (open_clip logs every step at INFO) only from WARNING.
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("modeling_sparse_clip").setLevel(logging.DEBUG if debug else logging.INFO)
     if debug:
         main(argv)
         return 0
