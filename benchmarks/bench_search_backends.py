@@ -47,7 +47,7 @@ class SearchBenchArguments:
     k: int = 10
     threads: int = field(default=2, metadata={"help": "threads for every engine (numba, FAISS/BLAS, Seismic)"})
     seismic_settings: str = field(default="10:0.7,30:0.9,60:1.0", metadata={"help": "query_cut:heap_factor,..."})
-    seismic_n_postings: int = field(default=0, metadata={"help": "Seismic build n_postings (0: 2x the mean posting length)"})
+    seismic_n_postings: int = field(default=0, metadata={"help": "Seismic build n_postings (0: its default, 3500)"})
     milvus_max_items: int = field(default=100_000, metadata={"help": "Milvus Lite only up to this size"})
     milvus_queries: int = 20
     faiss_full_max_items: int = 100_000
@@ -156,8 +156,7 @@ def run_case(name: str, items: sp.csr_matrix, queries: sp.csr_matrix, args: Sear
         add("FAISS FlatIP full width (fp32)", 0.0, search_s, nq, recall(best_p, ref), 4 * n * width)
 
     # -- Seismic ---------------------------------------------------------------------------------
-    mean_posting = items.nnz / max(1, np.count_nonzero(np.diff(items.tocsc().indptr)))
-    n_postings = args.seismic_n_postings or int(2 * mean_posting)
+    n_postings = args.seismic_n_postings or 3500  # Seismic's default: lists pruned to ~3,500 postings
     before = rss_bytes()
     seismic_index, build_s = timed(lambda: build_index(items, backend="seismic", n_postings=n_postings, num_threads=args.threads))
     memory = rss_bytes() - before
@@ -220,6 +219,7 @@ def main(args: SearchBenchArguments):
         results["cases"] += run_case(f"synthetic {n:,}", items, queries, args)
         del items
         gc.collect()
+        write(args.output, results)  # after each case: a long run that dies keeps what it measured
     if args.model:
         items, captions = embedded_corpus(args.model)
         pick = np.random.default_rng(args.seed).choice(captions.shape[0], min(args.queries, captions.shape[0]), replace=False)
@@ -231,10 +231,14 @@ def main(args: SearchBenchArguments):
         print(f"| {r['case']} | {r['method']} | {r['build_s']:.1f} | {r['qps']:.1f} | {r['vs_faiss512']:.2f}x | "
               f"{'-' if r['recall_at_10'] is None else format(r['recall_at_10'], '.3f')} | {r['memory_bytes'] / 1e6:,.0f} |")
     print(f"\nthreads {args.threads}; load average start {results['load_average_start']}, end {results['load_average_end']}")
+    write(args.output, results)
+    print(f"wrote {args.output}")
+
+
+def write(path: str, results: dict) -> None:
     from modeling_sparse_clip.atomic import atomic_write_text
 
-    atomic_write_text(args.output, json.dumps(results, indent=2))
-    print(f"wrote {args.output}")
+    atomic_write_text(path, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ class SparseColumns:
 
 # Local rows are processed in blocks of about this many elements (rows x width): the sparse kernels want
 # a contiguous (width x rows) operand, and a block-sized copy keeps that off the peak.
-BLOCK_ELEMENTS = 2**24
+BLOCK_ELEMENTS = 2**22
 
 
 class _GlobalBatchLogits(torch.autograd.Function):

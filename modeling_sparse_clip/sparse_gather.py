@@ -94,6 +94,14 @@ def break_even_density(dtype: torch.dtype, index_bytes: int = 4) -> float:
     return value_bytes / (value_bytes + index_bytes)
 
 
+def nonzero_positions(flat: torch.Tensor, block: int = 2**24) -> torch.Tensor:
+    """Ascending positions of the non-zeros of a 1-d tensor, a block at a time: `nonzero()` on the CPU
+    takes a temporary of 8 bytes per ELEMENT of its input, as large as the dense matrix twice over."""
+    if flat.numel() <= block:
+        return (flat != 0).nonzero().squeeze(1)
+    return torch.cat([(flat[start: start + block] != 0).nonzero().squeeze(1) + start for start in range(0, flat.numel(), block)])
+
+
 def gather_headers(values: list[int], device, group=None) -> torch.Tensor:
     """Every rank's small integer header (e.g. rows, width, non-zero counts): a (world, len) int64 tensor."""
     world = dist.get_world_size(group)
@@ -139,7 +147,7 @@ class _SparseAllGather(torch.autograd.Function):
         features = features.contiguous()
         rows, width = features.shape
         flat = features.view(-1)
-        positions = (flat != 0).nonzero().squeeze(1)  # ascending flat positions of the non-zeros
+        positions = nonzero_positions(flat)  # ascending flat positions of the non-zeros
         # One small collective: every rank's shape and non-zero count. Ranks may hold different
         # numbers of rows (last batch of an epoch, streaming data); the width must agree.
         headers = gather_headers([rows, width, positions.numel()], features.device, group)
@@ -201,7 +209,7 @@ def global_nonzeros(features: torch.Tensor, headers: torch.Tensor, group=None):
     layout as it stands), and the flat positions of this rank's own non-zeros. With one process: its own."""
     flat = features.detach().contiguous().view(-1)
     width = features.shape[1]
-    positions = (flat != 0).nonzero().squeeze(1)
+    positions = nonzero_positions(flat)
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return flat[positions], positions // width, positions % width, positions
     world = dist.get_world_size(group)

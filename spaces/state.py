@@ -86,18 +86,20 @@ def default_max_images() -> int:
     return DEFAULT_MAX_IMAGES
 
 
-def load_classes(args: SpaceArguments, data_cache: str) -> tuple[list[str], list[str], str]:
+def load_classes(args: SpaceArguments, manifest: dict) -> tuple[list[str], list[str], str]:
+    """--classes when given, else the zero-shot classes stored in the Space cache, else an eval set."""
     if args.classes:
         classes = list(dict.fromkeys(c.strip() for c in args.classes.split(",") if c.strip()))
         return classes, args.templates.split("|"), "the classes this Space was started with"
-    from modeling_sparse_clip.data import load_eval_sets
+    stored = manifest.get("classes")
+    if stored:
+        return list(stored["names"]), list(stored["templates"]), stored["source"]
+    from modeling_sparse_clip.interpret.space_cache import default_classes
 
-    eval_sets = load_eval_sets(cache_dir=data_cache)
-    # Emoji subgroups first: the most varied everyday concepts of the embedded sets.
-    for eval_set in sorted(eval_sets.values(), key=lambda e: e.name != "emoji_subgroups"):
-        if eval_set.task == "zero_shot":
-            return list(eval_set.class_names), list(eval_set.templates or ["{}"]), f"the {eval_set.name.replace('_', ' ')} set"
-    raise FileNotFoundError("No zero-shot eval set found: pass --classes 'dog,cat,...'.")
+    found = default_classes(args.data_cache)
+    if found is None:
+        raise FileNotFoundError("No zero-shot classes: pass --classes 'dog,cat,...'.")
+    return found
 
 
 def load_captioner(args: SpaceArguments, encoder: SparseCLIPEncoder):
@@ -154,6 +156,7 @@ class SpaceState:
                 model_path, **kwargs, vocabulary=read_word_list(args.vocabulary) if args.vocabulary else None, request=request,
                 data_cache=args.data_cache, cache_dir=args.cache_dir, max_images=args.max_images, evolution=args.evolution,
                 encoder=self.encoder, progress=progress,
+                classes=(args.classes.split(","), args.templates.split("|"), "the classes this Space was started with") if args.classes else None,
             )
             cache = load_space_cache(model_path, self.encoder.fingerprint(), request, args.cache_dir)
             if cache is None:
@@ -163,7 +166,7 @@ class SpaceState:
         self.images = FolderImages(cache.image_files)
         self.ids, self.captions = cache.ids, cache.captions
         self.atlas.image_index()  # built (and sealed) once here, never inside concurrent requests
-        self.class_names, self.templates, self.class_source = load_classes(args, args.data_cache)
+        self.class_names, self.templates, self.class_source = load_classes(args, cache.manifest)
         self.classifier = ZeroShotClassifier(self.encoder, self.class_names, self.templates)
         self.captioner = None if args.build_only else load_captioner(args, self.encoder)
         # the gallery: the image set's range (round-robin over sources, then classes)

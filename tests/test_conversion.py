@@ -530,7 +530,7 @@ def _bad_inputs(tmp_path):
         (clip_main, ["--source", f"{t}/bert"], f"{t}/bert holds a BertConfig (model_type='bert'), not a CLIPModel"),
         (clip_main, ["--source", "no-such-org/no-such-model"], "--source 'no-such-org/no-such-model' is not a local folder (no such path) and could not be downloaded from the Hub"),
         (clip_main, ["--source", f"{t}/clip", "--verify", "--verify_tolerance", "1e-12"], "verify (logits): max abs differences above"),
-        (clip_main, ["--source", f"{t}/clip"], "the following arguments are required: --output_dir (see --help)"),
+        (clip_main, ["--source", f"{t}/clip"], "the following arguments are required: --output_dir/--output-dir (see --help)"),
     ]
 
 
@@ -555,7 +555,7 @@ def test_bad_input_ends_in_one_error_line(tmp_path, capsys):
         lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and not progress.search(line)]
         assert stop.value.code == 1 and len(lines) == 1, err
         assert lines[0].startswith(f"error: {expected}"), lines[0]
-        assert lines[0].endswith("(run with --debug for the traceback)")
+        assert lines[0].endswith(("(run with --debug for the traceback)", "(see --help)"))
         messages.append(lines[0])
         assert not out.exists() and [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
     assert (tmp_path / "kept" / "marker").is_file() and not (tmp_path / "kept" / "config.json").exists()

@@ -190,7 +190,7 @@ def upload(page, elem_id: str, path, arrives: bool = True):
         component.locator("button.upload-container").click()
     chooser.value.set_files(str(path))
     if arrives:
-        component.get_by_text(Path(path).name).first.wait_for(timeout=60_000)  # the upload has arrived
+        component.get_by_text(Path(path).stem).first.wait_for(timeout=60_000)  # the upload has arrived (shown as stem + suffix)
 
 
 def no_python_text(page):

@@ -45,6 +45,9 @@ def run_command(main: Callable[[list[str]], object], argv: Sequence[str] | None 
         return 130
     except SystemExit as stop:  # argparse's own usage errors and --help
         return stop.code if isinstance(stop.code, int) else 1
+    except UsageError as error:  # a command-line mistake: nothing to debug
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
     except Exception as error:  # noqa: BLE001 - the one place that turns errors into a readable line
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"error: {message} (run with --debug for the traceback)", file=sys.stderr)

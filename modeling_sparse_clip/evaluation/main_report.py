@@ -125,8 +125,10 @@ def markdown(result: dict) -> str:
     lines += ["", "![modality-score histogram](modality_histogram.png)", "", "## Stage timings", "",
               "CPU seconds are this process's (all threads): what the stage costs on idle cores; wall seconds and the load "
               "average show how shared the machine was.", "", "| stage | wall s | CPU s | load average (1 min) |", "|---|---|---|---|"]
-    lines += [f"| {k} | {v['wall_s']} | {v['cpu_s']} | {v['load_average']:.1f} |" for k, v in result["stages_seconds"].items()]
-    total_cpu = sum(v["cpu_s"] for v in result["stages_seconds"].values())
+    stages = {k: v if isinstance(v, dict) else {"wall_s": v, "cpu_s": float("nan"), "load_average": float("nan")}
+              for k, v in result["stages_seconds"].items()}
+    lines += [f"| {k} | {v['wall_s']} | {v['cpu_s']} | {v['load_average']:.1f} |" for k, v in stages.items()]
+    total_cpu = sum(v["cpu_s"] for v in stages.values())
     lines += [f"| total | {result['seconds_total']:.0f} | {total_cpu:.0f} | - |"]
     return "\n".join(lines) + "\n"
 

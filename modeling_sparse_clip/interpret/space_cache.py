@@ -124,6 +124,23 @@ class FolderImages:
         return open_image(self.paths[int(index)])
 
 
+def default_classes(data_cache: str | os.PathLike = DATA_CACHE_DIR) -> tuple[list[str], list[str], str] | None:
+    """(class names, templates, where from) of the emoji subgroups eval set, else the first zero-shot set;
+    None when no eval set can be built here."""
+    from modeling_sparse_clip.data import load_eval_sets
+
+    try:
+        eval_sets = load_eval_sets(cache_dir=data_cache)
+    except Exception as error:  # noqa: BLE001  (no sources installed: the Space then needs --classes)
+        log.warning("no zero-shot eval set for the Space cache (%s): the Space will need --classes", error)
+        return None
+    # Emoji subgroups first: the most varied everyday concepts of the embedded sets.
+    for eval_set in sorted(eval_sets.values(), key=lambda e: e.name != "emoji_subgroups"):
+        if eval_set.task == "zero_shot":
+            return list(eval_set.class_names), list(eval_set.templates or ["{}"]), f"the {eval_set.name.replace('_', ' ')} set"
+    return None
+
+
 def writable_cache_folder(model_dir: str | os.PathLike, cache_dir: str | os.PathLike | None, model_fingerprint: str) -> Path:
     """`<model>/space_cache` when the model folder is writable (it travels with the model), else a
     folder of the feature cache named by the model fingerprint (a Hub snapshot, say)."""
@@ -153,6 +170,7 @@ def build_space_cache(
     evolution: bool = True,
     encoder: SparseCLIPEncoder | None = None,
     progress: Progress | None = None,
+    classes: tuple[Sequence[str], Sequence[str], str] | None = None,
 ) -> Path:
     """Compute labels, atlas and evolution for the model at `model_dir` and write them (with the images)
     to its `space_cache/` (or, read-only model folder, to the feature cache). Returns the folder.
@@ -161,7 +179,9 @@ def build_space_cache(
     corpus test split spread over sources and classes. `request` names a non-default choice of images or
     vocabulary (the Space passes its `--images_dir` / `--vocabulary`) so that a later start can tell
     whether the cache answers it. Call it at the end of training or before publishing (the model's
-    Hub repo then carries it)."""
+    Hub repo then carries it). `classes` = (class names, prompt templates, where they come from) for the
+    Steering tab's zero-shot prediction; default: the emoji subgroups eval set (or the first zero-shot
+    set) from `data_cache`, stored so that a Space needs no eval-set build either."""
     report = progress or (lambda stage, done, total: None)
     encoder = encoder or SparseCLIPEncoder.from_pretrained(model_dir, cache_dir=cache_dir)
     model_fingerprint = encoder.fingerprint()
@@ -226,7 +246,10 @@ def build_space_cache(
         enc = SparseCLIPEncoder.from_pretrained(path, name=name, cache_dir=cache_dir, progress=False)
         checkpoints.append(entry(enc, name, str(path), f"checkpoint {name} ({i + 1}/{len(found)})"))
         del enc
+    if classes is None:
+        classes = default_classes(data_cache)
     manifest = {
+        "classes": None if classes is None else {"names": list(classes[0]), "templates": list(classes[1]), "source": classes[2]},
         "format": FORMAT, "version": 1, "model_fingerprint": model_fingerprint, "request": request,
         "vocabulary_size": len(vocabulary), **{k: main[k] for k in ("labels", "atlas")}, "evolution": checkpoints,
         "images": [{"file": f"images/{p.name}", "id": i, "caption": c, "group": g} for p, i, c, g in zip(files, ids, captions, groups)],
