@@ -44,7 +44,8 @@ class Args:
     open_clip_steps: int = field(default=3, metadata={"help": "timed steps per run (after one warm-up step)"})
     open_clip_repeats: int = field(default=2, metadata={"help": "alternating runs of each side; the best is reported"})
     open_clip_image_size: int = field(default=64)
-    gradient_cache_chunk: int = field(default=8, metadata={"help": "chunk size of the gradient-caching comparison"})
+    gradient_cache_batch: int = field(default=128, metadata={"help": "batch of the gradient-caching comparison"})
+    gradient_cache_chunk: int = field(default=16, metadata={"help": "chunk size of the gradient-caching comparison"})
     output_json: str = field(default="benchmarks/results/training.json")
 
 
@@ -248,39 +249,52 @@ def open_clip_side_by_side(args: Args) -> dict:
             "open_clip_cfg": OPEN_CLIP_CFG}
 
 
-def gradient_cache_comparison(args: Args) -> dict:
-    """One training step (forward + backward) unchunked vs with gradient caching: seconds and peak RSS added."""
+def _gradient_cache_child(args: Args, name: str, queue) -> None:
+    """One fresh process per variant: the peak RSS it adds is then the step's own (no allocator reuse)."""
     import copy
-    import os
+    from dataclasses import asdict
 
     import open_clip
     from open_clip.transform import PreprocessCfg
 
     from modeling_sparse_clip.conversion.open_clip import OpenCLIPSource, convert_open_clip
     from modeling_sparse_clip.training.gradient_cache import gradient_cache_step
-    from dataclasses import asdict
 
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     source = OpenCLIPSource(open_clip.CLIP(**OPEN_CLIP_CFG).state_dict(), copy.deepcopy(OPEN_CLIP_CFG),
                             {**asdict(PreprocessCfg()), "size": args.open_clip_image_size}, "(in memory)", "name")
     model, processor = convert_open_clip(source)
     model.train()
-    batch = _corpus_batches(args, processor, args.open_clip_batch, args.open_clip_batch)[0]
+    batch = _corpus_batches(args, processor, args.gradient_cache_batch, args.gradient_cache_batch)[0]
 
-    def kb(name):
-        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(name + ":"))
+    def kb(field_name):
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field_name + ":"))
 
-    out = {"batch": args.open_clip_batch, "chunk": args.gradient_cache_chunk}
-    for name, run in (("unchunked", lambda: model(**batch, return_loss=True).loss.backward()),
-                      ("gradient_cache", lambda: gradient_cache_step(model, batch, args.gradient_cache_chunk))):
-        run()  # warm-up
-        model.zero_grad(set_to_none=True)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        before, started = kb("VmRSS"), time.perf_counter()
-        run()
-        out[name] = {"seconds": time.perf_counter() - started, "peak_added_MB": (kb("VmHWM") - before) / 1024}
-        model.zero_grad(set_to_none=True)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before, started = kb("VmRSS"), time.perf_counter()
+    if name == "unchunked":
+        model(**batch, return_loss=True).loss.backward()
+    else:
+        gradient_cache_step(model, batch, args.gradient_cache_chunk)
+    queue.put({"seconds": time.perf_counter() - started, "peak_added_MB": (kb("VmHWM") - before) / 1024})
+
+
+def gradient_cache_comparison(args: Args) -> dict:
+    """One forward + backward unchunked vs with gradient caching (each in a fresh process, no warm-up):
+    seconds and the peak RSS the step adds."""
+    import multiprocessing
+    import os
+
+    context = multiprocessing.get_context("spawn")
+    out = {"batch": args.gradient_cache_batch, "chunk": args.gradient_cache_chunk}
+    for name in ("unchunked", "gradient_cache"):
+        queue = context.Queue()
+        child = context.Process(target=_gradient_cache_child, args=(args, name, queue))
+        child.start()
+        out[name] = queue.get()
+        child.join()
     out["time_ratio_cache_over_unchunked"] = out["gradient_cache"]["seconds"] / out["unchunked"]["seconds"]
     out["memory_ratio_cache_over_unchunked"] = out["gradient_cache"]["peak_added_MB"] / max(out["unchunked"]["peak_added_MB"], 1e-9)
     out["load_average_1min"] = os.getloadavg()[0]

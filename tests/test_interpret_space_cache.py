@@ -41,6 +41,7 @@ def built(tmp_path_factory):
     folder = build_space_cache(
         model_dir, images=images, ids=chars, captions=names, groups=[[n.split()[0]] for n in names], vocabulary=vocabulary,
         cache_dir=root / "cache", progress=lambda stage, done, total: calls.append((stage, done, total)),
+        classes=(["dog", "cat", "flag"], ["an emoji of a {}."], "test classes"),
     )
     encoder = SparseCLIPEncoder.from_pretrained(model_dir, cache_dir=root / "cache", progress=False)
     return dict(root=root, model_dir=model_dir, folder=folder, images=images, chars=chars, names=names, vocabulary=vocabulary, calls=calls, encoder=encoder)
@@ -52,6 +53,7 @@ def test_cache_lives_in_the_model_and_matches_direct_computation(built):
     manifest = json.loads((folder / "space.json").read_text())
     assert manifest["model_fingerprint"] == encoder.fingerprint() and len(manifest["images"]) == 20
     assert [c["name"] for c in manifest["evolution"]] == ["10%", "100%"]
+    assert manifest["classes"] == {"names": ["dog", "cat", "flag"], "templates": ["an emoji of a {}."], "source": "test classes"}
     cache = load_space_cache(built["model_dir"], encoder.fingerprint(), cache_dir=built["root"] / "cache")
     assert cache is not None and cache.vocabulary == built["vocabulary"] and cache.ids == list(built["chars"])
     labels = compute_concept_labels(encoder, built["vocabulary"])
@@ -105,7 +107,7 @@ def test_default_vocabulary_comes_from_data_cache(built, tmp_path, monkeypatch):
     work.mkdir()
     monkeypatch.chdir(work)
     folder = build_space_cache(model_dir, images=built["images"][:4], ids=list(built["chars"][:4]), vocabulary=None,
-                               data_cache=data_cache, cache_dir=tmp_path / "cache", evolution=False)
+                               data_cache=data_cache, cache_dir=tmp_path / "cache", evolution=False, classes=(["dog"], ["{}"], "test"))
     encoder = SparseCLIPEncoder.from_pretrained(model_dir, cache_dir=tmp_path / "cache", progress=False)
     assert load_space_cache(model_dir, encoder.fingerprint(), cache_dir=tmp_path / "cache").vocabulary == words
     assert folder == model_dir / "space_cache" and not (work / ".cache").exists()

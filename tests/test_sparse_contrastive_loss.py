@@ -141,3 +141,37 @@ def test_no_dense_global_batch_tensor(two_ranks, activation):
     for r in two_ranks:
         assert r[(activation, "largest_dense")] >= global_matrix  # the watch sees the dense loss's global matrices
         assert r[(activation, "largest")] < global_matrix
+
+
+def test_trainer_flag_uses_the_sparse_aware_loss(tmp_path):
+    from transformers import TrainingArguments
+
+    from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
+    from modeling_sparse_clip.training import SparseCLIPTrainingArguments
+    from modeling_sparse_clip.training.trainer import SparseCLIPTrainer
+    from tests.conftest import tiny_clip_configs
+
+    text, vision = tiny_clip_configs()
+    g = torch.Generator().manual_seed(1)
+    batch = {"input_ids": torch.randint(3, 99, (8, 10), generator=g), "pixel_values": torch.randn(8, 3, 32, 32, generator=g)}
+    args = SparseCLIPTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, sparse_aware_loss=True)
+    dense = SparseCLIPModel(SparseCLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=64, activation="none"))
+    with pytest.raises(ValueError, match="relu or topk"):
+        SparseCLIPTrainer(model=dense, args=args)
+    config = SparseCLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=512, activation="topk", topk_k=8)
+    torch.manual_seed(0)
+    model = SparseCLIPModel(config)
+    trainer = SparseCLIPTrainer(model=model, args=args)
+    assert isinstance(trainer.gather_fn, SparseAwareLoss)
+    sparse_loss = trainer.compute_loss(model, dict(batch))
+    plain = SparseCLIPTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True))
+    torch.testing.assert_close(sparse_loss, plain.compute_loss(model, dict(batch)), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_on_cpu():
+    from benchmarks.gpu_check import main
+
+    summary = main(["--device", "cpu", "--tiny"])
+    assert summary["loss_one_device"]["exact"]
+    assert all(summary["training"][m]["finite"] for m in ("CLIPModel", "SparseCLIPModel"))

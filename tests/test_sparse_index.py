@@ -3,6 +3,7 @@ segments, both kernels, after save/load)."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from modeling_sparse_clip.sparse_embeddings import SparseEmbeddings
@@ -107,3 +108,29 @@ def test_small_index_and_errors(data, tmp_path):
         index.search(queries, metric="euclid")
     with pytest.raises(FileNotFoundError, match="SparseIndex.save"):
         SparseIndex.load(tmp_path)
+
+
+def test_threads_and_query_batches_give_the_same_exact_answer(data):
+    """The kernel runs queries in parallel threads (numba prange, one accumulator per thread): any
+    thread count and query batch size gives the brute-force top-k."""
+    import numba
+
+    items, queries = data
+    index = _build(items, 1000)
+    ref_positions = _brute_force(_stored(items), queries, "dot")[1]
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            for batch in (1, 7, 256):
+                np.testing.assert_array_equal(index.search(queries, k=10, query_batch=batch).positions, ref_positions)
+    finally:
+        numba.set_num_threads(before)
+
+
+def test_scipy_and_numpy_inputs(data):
+    items, queries = data
+    index = SparseIndex(WIDTH)
+    index.add(sp.csr_matrix(items.numpy()))
+    ref_positions = _brute_force(items.double(), queries, "dot")[1]
+    np.testing.assert_array_equal(index.search(queries.numpy(), k=10).positions, ref_positions)

@@ -337,7 +337,7 @@ def convert_open_clip(source: OpenCLIPSource, options: ConversionOptions | None 
 def open_clip_reference(source: OpenCLIPSource, model_name: str | None = None):
     """The source checkpoint loaded by OpenCLIP's own code (eval mode, fp32): the model --verify compares with."""
     import open_clip
-    from open_clip.model import CLIP, CustomTextCLIP
+    from open_clip.model import CLIP, CustomTextCLIP, build_model_from_openai_state_dict
 
     model_name = model_name or source.model_name
     if source.kind == "folder":
@@ -347,7 +347,7 @@ def open_clip_reference(source: OpenCLIPSource, model_name: str | None = None):
     elif all(k in source.state_dict for k in OPENAI_METADATA_KEYS) and "token_embedding.weight" in source.state_dict:
         # An OpenAI export: OpenCLIP's own reader of such state dicts (it infers the architecture itself).
         state_dict = {k: v.clone() for k, v in source.state_dict.items()}
-        model = open_clip.build_model_from_openai_state_dict(state_dict, quick_gelu=source.quick_gelu).float()
+        model = build_model_from_openai_state_dict(state_dict, quick_gelu=source.quick_gelu).float()
     else:
         cls = CustomTextCLIP if "text.token_embedding.weight" in source.state_dict else CLIP
         model = cls(**source.model_cfg)

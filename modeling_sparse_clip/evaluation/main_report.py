@@ -106,6 +106,7 @@ def markdown(result: dict) -> str:
     lines = ["# The main job (`make main`), measured", "",
              f"Total wall time {result['seconds_total']:.0f} s on {result['cpu_threads']} torch threads; load average at the end "
              f"{', '.join(f'{x:.1f}' for x in result['load_average_at_end'])} (other jobs were sharing the cores unless it is ~2).", "",
+             "Arguments: `" + json.dumps({k: v for k, v in result.get("arguments", {}).items()}, default=str) + "`", "",
              "## Main table (held-out sets)", "", result["table"], "",
              "## Paper claim -> verdict at our scale", "", "| claim | measured | verdict |", "|---|---|---|"]
     lines += [f"| {c['claim']} | {c['measured']} | {c['verdict']} |" for c in claims(report)]

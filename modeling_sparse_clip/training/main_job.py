@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -358,7 +358,7 @@ def run_main_job(args: MainJobArguments) -> dict:
         "sparsify_logs": {k: v["log_history"] for k, v in training.items() if k.startswith("sparsify_") or k == "sparse"},
         "sae": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in sae_reports.items()},
         "curves": curves, "best_init": best, "stages_seconds": stages, "seconds_total": round(time.time() - started, 1),
-        "load_average_at_end": os.getloadavg(), "cpu_threads": torch.get_num_threads(),
+        "load_average_at_end": os.getloadavg(), "cpu_threads": torch.get_num_threads(), "arguments": asdict(args),
     }
     write_main_report(result, Path(args.results_dir))
     print(f"\nFull benchmark: {out / 'bench' / 'results.md'}; report: {args.results_dir}; total wall time {time.time() - started:.0f} s")
