@@ -3,17 +3,18 @@
 The dense loss (`modeling_sparse_clip.contrastive_loss`, with the dense or the sparse gather) holds
 the whole global batch of both modalities as dense (global batch x width) matrices on every rank,
 plus their gradients in backward: at width 55,296 and global batch 32K that is what capped the
-paper's width. Here each rank keeps the global batch as its non-zeros only (`gather_nonzeros`:
+paper's width. Here each rank keeps the global batch as its non-zeros only (`global_nonzeros`:
 global row, column, value; a CSR layout as it arrives) and scores its own dense LOCAL rows against
-it with sparse-dense products:
+it with sparse-dense products, a block of local rows at a time:
 
   forward    logits (local x global) = local (b x W) @ S^T,  S the global batch (CSR)   [torch CSR @ dense]
   backward   d local = dlogits @ S                                                 [CSR of S^T @ dense]
              d values of S = (dlogits^T @ local) sampled at S's non-zeros          [torch.sparse.sampled_addmm]
 
 so no (global batch x width) tensor exists in forward or backward; the gradients for the remote
-rows' values go back to their owners sparse (`gather_nonzeros`' backward), like
-`--sparse_gather`'s sparse-gradient mode. Exactness: the loss and every parameter gradient upstream
+rows' values go back to their owners sparse (`send_back_to_owners`) and are added in place into the
+one dense (local batch x width) gradient buffer per modality, like `--sparse_gather`'s sparse-gradient
+mode. That buffer (what the model's relu/normalize backward needs) is the floor of the memory. Exactness: the loss and every parameter gradient upstream
 of a relu/topk activation equal the dense loss's (the gradient w.r.t. an embedding is only sent on
 its non-zeros, and relu/topk pass nothing back where they output zero; see `sparse_gather`'s doc).
 Unequal local batch sizes are handled as in the dense loss (global row offsets, loss weight

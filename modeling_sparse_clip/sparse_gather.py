@@ -21,6 +21,12 @@ Dense fallback: when the densest rank's non-zeros cost more as (index, value) pa
 block (`density > value_bytes / (index_bytes + value_bytes)`, 1/2 for fp32 or 1/3 for bf16 with int32
 indices, e.g. early in training), the plain dense all_gather and reduce-scatter run instead.
 
+Ranks may hold different numbers of rows (the last batch of an epoch, streaming data): the header
+carries each rank's rows, payloads are padded to the largest rank and cut again.
+
+`global_nonzeros` / `send_back_to_owners` are the same exchange without the dense rebuild, for the
+sparse-aware loss (`modeling_sparse_clip.sparse_contrastive_loss`), which never builds the global matrix.
+
 `CommunicationLog` (a context manager) records the payload bytes each collective sends from this rank.
 """
 

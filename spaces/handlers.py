@@ -73,7 +73,7 @@ def open_upload(path: str | None) -> Image.Image:
     except Image.DecompressionBombError:
         raise UserInputError(f"The image is too large to open safely (limit {MAX_MEGAPIXELS} MP). Resize it first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, EOFError):
-        raise UserInputError(f"'{shown(Path(path).name)}' is not an image this Space can read. Upload a {UPLOAD_HINT.split(',', 1)[0]} or another common image file.") from None
+        raise UserInputError(f"'{shown(Path(path).name)}' is not an image this Space can read. Upload a PNG, JPEG, WebP or GIF file.") from None
     image.thumbnail((1024, 1024))
     return image
 

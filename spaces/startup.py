@@ -62,6 +62,6 @@ def startup_page(progress: StartupProgress) -> gr.Blocks:
     with gr.Blocks(title=f"{TITLE} (starting)") as page:
         gr.Markdown(f"# {TITLE}")
         status = gr.Markdown(progress.text(), elem_id="startup-status")
-        gr.Timer(1.0).tick(progress.text, None, status, show_progress="hidden", api_name=False)
+        gr.Timer(1.0).tick(progress.text, None, status, show_progress="hidden", api_name=False, queue=False)
         page.load(None, None, None, js=RELOAD_WHEN_READY)
     return page

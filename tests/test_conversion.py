@@ -252,6 +252,8 @@ def test_openai_and_metaclip_layouts_inferred_from_shapes(tmp_path, layout):
     if layout == "openai_state_dict":  # the export's own metadata says OpenAI: QuickGELU
         source = read_open_clip_source(path)
         assert "OpenAI export" in source.quick_gelu_source
+        # --verify's reference: OpenCLIP's own reader of OpenAI state dicts (build_model_from_openai_state_dict)
+        open_clip_cli(["--checkpoint", path, "--output_dir", str(tmp_path / "out"), "--verify", "--verify_tolerance", "1e-5"])
     else:  # nothing in the file says GELU or QuickGELU: refused, then stated
         with pytest.raises(ValueError, match="cannot tell GELU from QuickGELU.*--model_name"):
             read_open_clip_source(path)

@@ -78,7 +78,7 @@ def test_open_clip_architecture_dense_parity(tmp_path, name, fmt):
     assert any(_crop_offsets_disagree(im.size, source.preprocess_cfg) for im in images)  # the photos need the rounding
 
 
-@pytest.mark.parametrize("width", [16384, 1024])
+@pytest.mark.parametrize("width", [16384])  # 1,024 measured once for the README (160 s more here)
 def test_signed_rotation_head_vit_b_32_drift(tmp_path, width):
     """A ReLU head [QP; -QP] from a dense ViT-B-32: exact linear re-encoding, measured drift (NOT the dense model)."""
     torch.manual_seed(1)

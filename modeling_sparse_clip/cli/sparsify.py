@@ -1,7 +1,7 @@
 """`python -m modeling_sparse_clip.cli.sparsify`: turn a dense CLIP (a Sparse CLIP folder with activation
-`none`, e.g. from `sparse-clip-convert`) into a wide ReLU Sparse CLIP and fine-tune its head.
+`none`, e.g. from `sparse-clip-convert-clip` / `sparse-clip-convert-open-clip`) into a wide ReLU Sparse CLIP and fine-tune its head.
 
-    sparse-clip-convert --model openai/clip-vit-base-patch32 --output_dir outputs/clip_dense   # 1. convert
+    sparse-clip-convert-clip --source openai/clip-vit-base-patch32 --output_dir outputs/clip_dense   # 1. convert
     python -m modeling_sparse_clip.cli.sparsify sparsify_embedded \\
         --dense_model outputs/clip_dense --init rotation --dataset my_pairs --output_dir outputs/clip_sparse  # 2-3
     sparse-clip-bench --models outputs/clip_dense outputs/clip_sparse                            # 4. evaluate
@@ -45,7 +45,7 @@ def run(argv):
 
     args, data_args, training_args = parse_config_and_flags((SparsifyArguments, DataArguments, SparseCLIPTrainingArguments), argv)
     if not args.dense_model:
-        raise ValueError("pass --dense_model: the folder of the dense model to sparsify (sparse-clip-convert makes one from a CLIP checkpoint)")
+        raise ValueError("pass --dense_model: the folder of the dense model to sparsify (sparse-clip-convert-clip makes one from a CLIP checkpoint)")
     dense = SparseCLIPModel.from_pretrained(args.dense_model).eval()
     processor = AutoProcessor.from_pretrained(args.dense_model)
     features = cached_tower_features(dense, processor, load_pairs(data_args), Path(data_args.data_cache_dir) / "tower_features")
