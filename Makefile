@@ -68,7 +68,7 @@ check-latest:
 	echo "$(TORCH)" | tr ' ' '\n' > $(LATEST)/torch-constraints.txt
 	$(LATEST)/bin/pip install -q -c $(LATEST)/torch-constraints.txt -e ".[dev]"
 	grep -v '^#' constraints.txt | tr A-Z a-z | sort > $(LATEST)/pinned.txt
-	$(LATEST)/bin/pip freeze | grep -viE '^(-e|sparse.clip|torch==|torchvision==|nvidia|cuda-|triton)' \
+	$(LATEST)/bin/pip freeze | grep -viE '^(#|-e|sparse.clip|torch==|torchvision==|nvidia|cuda-|triton)' \
 	  | tr A-Z a-z | sort > $(LATEST)/latest.txt
 	@echo "Newer than constraints.txt:"; comm -13 $(LATEST)/pinned.txt $(LATEST)/latest.txt
 	$(LATEST)/bin/python -m pytest -m "slow or not slow" -q --timeout=1500 -p no:cacheprovider $(DRIFT_TESTS)

@@ -28,7 +28,7 @@ class SparsifyArguments:
     init: str = field(default="rotation", metadata={"help": "wide-head initialisation: rotation | sae | random"})
     width: int = field(default=8192, metadata={"help": "width of the sparse embedding"})
     sae_dir: str | None = field(default=None, metadata={"help": "init sae: a trained bias-free SAE folder (default: train one here)"})
-    sae_l1_coefficient: float = field(default=3e-3)
+    sae_l1_coefficient: float = field(default=3e-4)
     sae_epochs: int = field(default=8)
 
 

@@ -48,7 +48,7 @@ class MainJobArguments:
     )
     sae: bool = field(default=True, metadata={"help": "train and evaluate the post-hoc SAE baselines (TopK, ReLU+L1)"})
     sae_topk_k: int | None = field(default=None, metadata={"help": "TopK's k (default: the scratch sparse model's mean L0 on the training pairs)"})
-    sae_l1_coefficient: float = field(default=3e-3, metadata={"help": "ReLU+L1 SAE's L1 weight"})
+    sae_l1_coefficient: float = field(default=3e-4, metadata={"help": "ReLU+L1 SAE L1 weight (3e-3 killed every code in 2 epochs here)"})
     sae_epochs: int = field(default=8)
     sparsify_inits: str = field(default="rotation,sae,random", metadata={"help": "wide-head initialisations to fine-tune from the dense model ('' skips)"})
     sparsify_budget: float = field(default=1 / 3, metadata={"help": "fine-tuning steps as a fraction of the scratch run's"})
