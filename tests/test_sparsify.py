@@ -128,3 +128,16 @@ def test_sparsify_command_on_a_dense_folder(setup, emoji_dataset_dir, tmp_path):
     assert list((tmp_path / "cache" / "tower_features").glob("*.safetensors"))
     with pytest.raises(ValueError, match="--dense_model"):
         sparsify.run(["--output_dir", str(tmp_path / "x")])
+
+
+def test_best_init_prefers_the_goal_then_sparsity_then_accuracy():
+    from modeling_sparse_clip.training.main_job import best_init
+
+    def row(l0, gap):
+        return {"image_l0_percent": l0, "text_l0_percent": l0, "max_gap_to_dense_points": gap, "meets_goal": l0 <= 2 and gap <= 1}
+
+    curves = {"curves": {"rotation": [row(50, 0.0), row(3.0, 0.2)], "sae": [row(1.0, 4.0)], "random": [row(1.5, 2.0)]}}
+    assert best_init(curves, ["rotation", "sae", "random"]) == "random"  # none meets the goal; the sparse ones: smaller gap
+    curves["curves"]["sae"].append(row(1.8, 0.5))
+    assert best_init(curves, ["rotation", "sae", "random"]) == "sae"  # meets the goal
+    assert best_init({"curves": {"rotation": [row(9, 0.1)], "random": [row(8, 3.0)]}}, ["rotation", "random"]) == "rotation"
