@@ -92,7 +92,7 @@ def _curves_markdown(curves: dict) -> list[str]:
              "| dense | - | 100 | 100 | - | " + " | ".join(f"{100 * curves['dense_zero_shot'][s]:.1f}" for s in sets) + " | 0 |"]
     for name, rows in curves["curves"].items():
         for r in rows:
-            lines.append(f"| {name} | {r['step']} | {r['image_l0_percent']:.2f} | {r['text_l0_percent']:.2f} | {r['clarity']:.3f} | "
+            lines.append(f"| {name} | {r['step']} | {r['image_l0_percent']:.2f} | {r['text_l0_percent']:.2f} | {'-' if r['clarity'] is None else format(r['clarity'], '.3f')} | "
                          + " | ".join(f"{100 * r['zero_shot'][s]:.1f}" for s in sets) + f" | {r['max_gap_to_dense_points']:.1f} |")
     lines += ["", "| run | first step at L0 <= 2% | first step within 1 point of dense (every set) | first step meeting both |", "|---|---|---|---|"]
     for name in curves["curves"]:
@@ -150,7 +150,7 @@ def plot_curves(curves: dict, path: Path) -> None:
     for name, rows in curves["curves"].items():
         steps = [r["step"] for r in rows]
         axes[0].plot(steps, [max(r["image_l0_percent"], r["text_l0_percent"]) for r in rows], marker="o", label=name)
-        axes[1].plot(steps, [r["clarity"] for r in rows], marker="o", label=name)
+        axes[1].plot(steps, [float("nan") if r["clarity"] is None else r["clarity"] for r in rows], marker="o", label=name)
         for ax, s in zip(axes[2:], sets):
             ax.plot(steps, [100 * r["zero_shot"][s] for r in rows], marker="o", label=name)
     axes[0].axhline(2.0, color="grey", ls="--", lw=1)

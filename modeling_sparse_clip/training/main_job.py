@@ -53,6 +53,7 @@ class MainJobArguments:
     sparsify_inits: str = field(default="rotation,sae,random", metadata={"help": "wide-head initialisations to fine-tune from the dense model ('' skips)"})
     sparsify_budget: float = field(default=1 / 3, metadata={"help": "fine-tuning steps as a fraction of the scratch run's"})
     sparsify_fractions: str = field(default="0.1,0.3,0.6,1.0", metadata={"help": "points of the sparsify curves (fractions of the budget)"})
+    curve_clarity: bool = field(default=True, metadata={"help": "Clarity at every curve point (about 20 s a point on a shared 2-core machine; off: zero-shot and L0 only)"})
     reuse_finished: bool = field(default=True, metadata={"help": "reuse a stage's output that an earlier run finished with the same flags"})
 
 
@@ -238,7 +239,7 @@ def evaluate_curves(out: Path, inits: list[str], args: MainJobArguments) -> dict
     curves.update({init: _curve_points(out / f"sparsify_{init}", True) for init in inits})
     entries = [f"dense={out / 'dense'}"] + [f"{name}@{step}={path}" for name, points in curves.items() for step, path in points]
     report = run(BenchmarkArguments(models=entries, suite="embedded", output_dir=str(out / "bench_curves"), data_cache_dir=args.data_cache_dir,
-                                    concept_labels=False, tower_cache_dir=args.tower_cache_dir))
+                                    concept_labels=False, interpretability=args.curve_clarity, tower_cache_dir=args.tower_cache_dir))
     sets = [s for s, m in report["meta"]["sets"].items() if m["task"] == "zero_shot"]
     dense = {s: report["models"]["dense"][s]["top1_accuracy"] for s in sets}
     result = {"dense_zero_shot": dense, "zero_shot_sets": sets, "curves": {}}
