@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["sparse-clip-train", "sparse-clip-main", "sparse-clip-train-vlm", "sparse-clip-convert-open-clip",
-            "sparse-clip-convert-clip", "sparse-clip-publish", "sparse-clip-bench", "sparse-clip-train-sae", "sparse-clip-build-data"]
+            "sparse-clip-convert-clip", "sparse-clip-publish", "sparse-clip-bench", "sparse-clip-train-sae", "sparse-clip-build-data",
+            "sparse-clip-sparsify"]
 
 
 @pytest.fixture(scope="module")

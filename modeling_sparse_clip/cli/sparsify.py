@@ -1,8 +1,8 @@
-"""`python -m modeling_sparse_clip.cli.sparsify`: turn a dense CLIP (a Sparse CLIP folder with activation
+"""`sparse-clip-sparsify` (= `python -m modeling_sparse_clip.cli.sparsify`): turn a dense CLIP (a Sparse CLIP folder with activation
 `none`, e.g. from `sparse-clip-convert-clip` / `sparse-clip-convert-open-clip`) into a wide ReLU Sparse CLIP and fine-tune its head.
 
     sparse-clip-convert-clip --source openai/clip-vit-base-patch32 --output_dir outputs/clip_dense   # 1. convert
-    python -m modeling_sparse_clip.cli.sparsify sparsify_embedded \\
+    sparse-clip-sparsify sparsify_embedded \\
         --dense_model outputs/clip_dense --init rotation --dataset my_pairs --output_dir outputs/clip_sparse  # 2-3
     sparse-clip-bench --models outputs/clip_dense outputs/clip_sparse                            # 4. evaluate
 
