@@ -1,7 +1,6 @@
 """The global-batch loss across 2 gloo processes equals one process on the same global batch."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -10,14 +9,10 @@ import torch.multiprocessing as mp
 
 from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
 from tests.conftest import tiny_clip_configs
+from tests.isolation import free_port
 
 GLOBAL_BATCH = 8
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model_and_batch():
@@ -56,7 +51,7 @@ def _worker(rank, world, port, out_dir):
 
 
 def test_two_gloo_processes_match_single_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     ddp = torch.load(tmp_path / "ddp.pt")
     model, batch = _model_and_batch()
     loss, grads = _loss_and_grads(model, batch)
@@ -131,7 +126,7 @@ def _unequal_worker(rank, world, port, out_dir):
 def test_unequal_local_batches_match_single_process(tmp_path):
     """9 + 7 pairs on 2 gloo ranks == 16 pairs in one process: loss and every gradient, for the dense
     gather, the sparse gather (both backward modes, and its dense fallback) and the sparse-aware loss."""
-    mp.spawn(_unequal_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_unequal_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     results = torch.load(tmp_path / "unequal.pt", weights_only=False)
     for activation in ("relu", "topk"):
         model = _unequal_model(activation)

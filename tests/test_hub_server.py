@@ -23,6 +23,7 @@ from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from tests.fixtures.hub_server import HubServer, export_git_mirror
+from tests.isolation import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -230,11 +231,6 @@ def test_cli_serves_until_stopped(tmp_path, hub_client):
         proc.wait(timeout=30)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_olah_mirror_serves_an_exported_repo(hub, tmp_path):
     """The pushed repo, exported as plain git + git-LFS, is served by a second, independent server."""
@@ -248,7 +244,7 @@ def test_olah_mirror_serves_an_exported_repo(hub, tmp_path):
     mirrors = tmp_path / "mirrors"
     export_git_mirror(hub.root, "org/mirrored", mirrors)
 
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "olah.toml"
     config.write_text(
         f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{tmp_path / "olah-repos"}"\n'

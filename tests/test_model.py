@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from modeling_sparse_clip import SparseCLIPConfig, SparseCLIPModel
 from tests.conftest import tiny_clip_configs
+from tests.isolation import hide_modules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,15 +54,8 @@ def test_trust_remote_code_without_the_package(tiny_config, tiny_batch, tmp_path
     torch.save(dict(tiny_batch), tmp_path / "batch.pt")
     with torch.no_grad():
         torch.save(model(**tiny_batch).logits_per_image, tmp_path / "expected.pt")
-    script = textwrap.dedent(
+    script = hide_modules("modeling_sparse_clip", "conversion", "training", repo=REPO) + textwrap.dedent(
         f"""
-        import sys, importlib.abc
-        sys.path = [p for p in sys.path if p.rstrip("/") != {REPO!r} and p not in ("", ".")]
-        class Block(importlib.abc.MetaPathFinder):  # also hide an editable install of the package
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("modeling_sparse_clip", "conversion", "training"):
-                    raise ImportError("blocked: " + name)
-        sys.meta_path.insert(0, Block())
         try:
             import modeling_sparse_clip
             raise SystemExit("package unexpectedly importable")

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from modeling_sparse_clip.search_backends import build_index, load_index
 from modeling_sparse_clip.sparse_index import exact_topk
+from tests.isolation import hide_modules
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTH, N_ITEMS, N_QUERIES = 2048, 4000, 60
@@ -138,14 +139,8 @@ def test_exact_search_imports_without_torch(data, tmp_path):
     ref = _reference(items, queries, "dot")[1]
     np.save(tmp_path / "ref.npy", ref)
     before = {p for p in (REPO / "modeling_sparse_clip").rglob("*") if p.suffix in (".nbi", ".nbc")}
-    script = textwrap.dedent(
+    script = hide_modules("torch", "transformers") + textwrap.dedent(
         f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "transformers"):
-                    raise ImportError("blocked: " + name)
-        sys.meta_path.insert(0, Block())
         import numpy as np, scipy.sparse as sp
         from modeling_sparse_clip.sparse_embeddings import SparseEmbeddings, load_scipy
         from modeling_sparse_clip.search_backends import build_index

@@ -15,6 +15,7 @@ import torch
 from modeling_sparse_clip import SparseCLIPModel
 from modeling_sparse_clip.encoding import SparseCLIPEncoder
 from modeling_sparse_clip.sentence_transformers_sparse import decode, from_torch_sparse, to_torch_sparse
+from tests.isolation import hide_modules
 
 from conftest import REPO_ROOT, render_emoji_pairs
 
@@ -79,15 +80,8 @@ def test_encode_images_and_texts_equals_our_activations(tiny_model_dir, emoji_pa
 def test_loads_without_the_package_with_trust_remote_code(tiny_model_dir, emoji_pairs, tmp_path):
     captions = [p[1] for p in emoji_pairs]
     expected = SparseCLIPEncoder.from_pretrained(tiny_model_dir).encode_texts(captions).to_dense()
-    script = textwrap.dedent(
+    script = hide_modules("modeling_sparse_clip", repo=REPO_ROOT) + textwrap.dedent(
         f"""
-        import sys, importlib.abc
-        sys.path = [p for p in sys.path if p.rstrip("/") != {REPO_ROOT!r} and p not in ("", ".")]
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "modeling_sparse_clip":
-                    raise ImportError("blocked: " + name)
-        sys.meta_path.insert(0, Block())
         import torch
         from sentence_transformers import SparseEncoder
         st = SparseEncoder({str(tiny_model_dir)!r}, device="cpu", trust_remote_code=True)

@@ -3,7 +3,6 @@ one process and across 2 gloo processes, and never creates a (global batch x wid
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from modeling_sparse_clip.modeling_sparse_clip import contrastive_loss, sparsify
 from modeling_sparse_clip.sparse_contrastive_loss import SparseAwareLoss, sparse_contrastive_loss
+from tests.isolation import free_port
 
 WORLD, LOCAL, IN_DIM, WIDTH = 2, 8, 32, 512
 
@@ -103,16 +103,11 @@ def _worker(rank, port, out_dir):
     dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("sparse_loss")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

@@ -3,7 +3,6 @@ both equal a single process on the same global batch; at low density and in dens
 
 import math
 import os
-import socket
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from modeling_sparse_clip.sparse_gather import (
     sparse_all_gather_with_grad,
     sparse_all_gather_with_sparse_grad,
 )
+from tests.isolation import free_port
 
 WORLD, LOCAL_BATCH, IN_DIM, WIDTH = 2, 4, 32, 512
 # A shift before the ReLU sets the density: a few % ("low"), or ~70% ("high": past the fp32
@@ -78,16 +78,11 @@ def _worker(rank, port, out_dir):
     dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("gather")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

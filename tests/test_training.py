@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling_sparse_clip import SparseCLIPModel
+from tests.isolation import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,13 +34,6 @@ def _flags(towers, data, out, **extra):
         out_flags += [f"--{k}", str(v)]
     return out_flags
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(flags, callbacks=()):
@@ -148,7 +142,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(tiny_towers_di
 def test_torchrun_two_gloo_processes(tiny_towers_dir, emoji_dataset_dir, tmp_path, sparse_gather):
     """The training command under torchrun, with the dense gather and with `--sparse_gather` (non-zeros only)."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "modeling_sparse_clip.cli.train", *_flags(tiny_towers_dir, emoji_dataset_dir, out, per_device_train_batch_size=4,
                                                        max_steps=3, save_steps=100, ddp_backend="gloo", sparse_gather=sparse_gather)]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -12,19 +12,13 @@ import pytest
 import torch
 
 from modeling_sparse_clip import SparseCLIPModel
+from tests.isolation import hide_modules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABELS = ["a red flower", "a stone temple", "a dog"]
 TEMPLATE = "This is a photo of {}."
 # Hide the repository and an editable install of the package from a child interpreter.
-BLOCK_PACKAGE = f"""
-import sys, importlib.abc
-sys.path = [p for p in sys.path if p.rstrip("/") != {REPO!r} and p not in ("", ".")]
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("modeling_sparse_clip", "conversion", "training"):
-            raise ImportError("blocked: " + name)
-sys.meta_path.insert(0, Block())
+BLOCK_PACKAGE = hide_modules("modeling_sparse_clip", "conversion", "training", repo=REPO) + """
 try:
     import modeling_sparse_clip
     raise SystemExit("package unexpectedly importable")
