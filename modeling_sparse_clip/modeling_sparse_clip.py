@@ -500,6 +500,10 @@ class SparseCLIPModel(_TextTower, _ImageTower, SparseCLIPPreTrainedModel):
             loss = contrastive_loss(image_embeds, text_embeds, scale, gather_fn)
             if self.config.l1_coefficient > 0:
                 l1 = (image_activations.abs().sum(-1).mean() + text_activations.abs().sum(-1).mean()) / 2
+                rank, world = _world()
+                if world > 1:  # a per-rank mean: weighted so DDP's average is the global-batch mean
+                    rows = image_activations.shape[0]
+                    l1 = l1 * (world * rows / sum(_gather_sizes(rows, image_activations.device)))
                 loss = loss + self.config.l1_coefficient * l1
 
         return SparseCLIPOutput(

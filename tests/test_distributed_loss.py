@@ -84,10 +84,15 @@ def _unequal_gathers():
     }
 
 
-def _unequal_model(activation):
+UNEQUAL_MODELS = ("relu", "topk", "relu_l1")  # relu_l1: relu + the optional L1 term (a per-rank mean)
+
+
+def _unequal_model(name):
+    activation = name.removesuffix("_l1")
     text, vision = tiny_clip_configs()
     config = SparseCLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=128,
-                              activation=activation, topk_k=12 if activation == "topk" else None)
+                              activation=activation, topk_k=12 if activation == "topk" else None,
+                              l1_coefficient=0.05 if name.endswith("_l1") else 0.0)
     torch.manual_seed(0)
     return SparseCLIPModel(config)
 
@@ -106,7 +111,7 @@ def _unequal_worker(rank, world, port, out_dir):
     start = sum(UNEQUAL[:rank])
     local = {k: v[start: start + UNEQUAL[rank]] for k, v in batch.items()}
     results = {}
-    for activation in ("relu", "topk"):
+    for activation in UNEQUAL_MODELS:
         for name, gather_fn in _unequal_gathers().items():
             model = _unequal_model(activation)
             out = model(**local, return_loss=True, gather_fn=gather_fn)
@@ -128,7 +133,7 @@ def test_unequal_local_batches_match_single_process(tmp_path):
     gather, the sparse gather (both backward modes, and its dense fallback) and the sparse-aware loss."""
     mp.spawn(_unequal_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     results = torch.load(tmp_path / "unequal.pt", weights_only=False)
-    for activation in ("relu", "topk"):
+    for activation in UNEQUAL_MODELS:
         model = _unequal_model(activation)
         loss, grads = _loss_and_grads(model, _unequal_batch())
         for name in _unequal_gathers():
