@@ -14,7 +14,6 @@ from tests.isolation import free_port
 GLOBAL_BATCH = 8
 
 
-
 def _model_and_batch():
     text, vision = tiny_clip_configs()
     config = SparseCLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=128)

@@ -231,7 +231,6 @@ def test_cli_serves_until_stopped(tmp_path, hub_client):
         proc.wait(timeout=30)
 
 
-
 def test_olah_mirror_serves_an_exported_repo(hub, tmp_path):
     """The pushed repo, exported as plain git + git-LFS, is served by a second, independent server."""
     olah_cli = shutil.which("olah-cli") or str(Path(sys.executable).parent / "olah-cli")

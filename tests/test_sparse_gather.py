@@ -78,7 +78,6 @@ def _worker(rank, port, out_dir):
     dist.destroy_process_group()
 
 
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("gather")

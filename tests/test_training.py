@@ -35,7 +35,6 @@ def _flags(towers, data, out, **extra):
     return out_flags
 
 
-
 def _train(flags, callbacks=()):
     from modeling_sparse_clip.training import parse_args, train
 
