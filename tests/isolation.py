@@ -11,6 +11,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_ranks(worker, world: int, out_dir) -> list:
+    """Run `worker(rank, port, out_dir)` in `world` processes (each saves `out_dir/rank{rank}.pt`) and
+    return what every rank saved."""
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=world, join=True)
+    return [torch.load(f"{out_dir}/rank{r}.pt", weights_only=False) for r in range(world)]
+
+
 def hide_modules(*top_level: str, repo: str | None = None) -> str:
     """Python source: importing any of `top_level` (an editable install included) fails in the child; with
     `repo`, the checkout itself also leaves `sys.path`."""

@@ -7,13 +7,12 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from modeling_sparse_clip.modeling_sparse_clip import contrastive_loss, sparsify
 from modeling_sparse_clip.sparse_contrastive_loss import SparseAwareLoss, sparse_contrastive_loss
-from tests.isolation import free_port
+from tests.isolation import run_ranks
 
 WORLD, LOCAL, IN_DIM, WIDTH = 2, 8, 32, 512
 
@@ -106,8 +105,7 @@ def _worker(rank, port, out_dir):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("sparse_loss")
-    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
-    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_ranks(_worker, WORLD, out_dir)
 
 
 @pytest.mark.parametrize("activation", ["relu", "topk"])

@@ -7,7 +7,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from modeling_sparse_clip.modeling_sparse_clip import all_gather_with_grad, contrastive_loss
@@ -17,7 +16,7 @@ from modeling_sparse_clip.sparse_gather import (
     sparse_all_gather_with_grad,
     sparse_all_gather_with_sparse_grad,
 )
-from tests.isolation import free_port
+from tests.isolation import run_ranks
 
 WORLD, LOCAL_BATCH, IN_DIM, WIDTH = 2, 4, 32, 512
 # A shift before the ReLU sets the density: a few % ("low"), or ~70% ("high": past the fp32
@@ -81,8 +80,7 @@ def _worker(rank, port, out_dir):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("gather")
-    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
-    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_ranks(_worker, WORLD, out_dir)
 
 
 def _single_process(shift):
