@@ -97,13 +97,14 @@ class SparseAutoencoder(nn.Module):
         z = self.encode(x)
         return self.decode(z), z
 
-    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, x: torch.Tensor, l1_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction MSE (+ `l1_scale` x the configured L1 term, for the ReLU+L1 kind)."""
         target = self.prepare(x)
         reconstruction, z = self(x)
         mse = (reconstruction - target).pow(2).mean()
         loss = mse
         if self.config.kind == "relu_l1":
-            loss = loss + self.config.l1_coefficient * z.abs().sum(-1).mean()
+            loss = loss + l1_scale * self.config.l1_coefficient * z.abs().sum(-1).mean()
         return loss, {"mse": mse.item(), "l0": (z > 0).sum(-1).float().mean().item()}
 
     @torch.no_grad()
@@ -142,8 +143,12 @@ def train_sae(
     learning_rate: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
+    l1_warmup_fraction: float = 0.0,
 ) -> list[dict[str, float]]:
-    """Adam on shuffled mini-batches; decoder rows kept at unit norm. Returns per-epoch mean mse/L0."""
+    """Adam on shuffled mini-batches; decoder rows kept at unit norm. Returns per-epoch mean mse/L0.
+
+    `l1_warmup_fraction`: the L1 weight ramps linearly from 0 over this fraction of the steps (ReLU+L1:
+    at full weight from step 0 most features die before they find data; Conerly et al. 2024)."""
     generator = torch.Generator().manual_seed(seed)
     embeddings = embeddings.float()
     if sae.config.bias:
@@ -153,13 +158,16 @@ def train_sae(
     history = []
     sae.train()
     steps_per_epoch = math.ceil(len(embeddings) / batch_size)
+    warmup_steps = l1_warmup_fraction * epochs * steps_per_epoch
+    done = 0
     bar = tqdm(range(epochs), desc=f"train {sae.config.kind} SAE", disable=not progress)
     for _ in bar:
         order = torch.randperm(len(embeddings), generator=generator)
         totals = {"mse": 0.0, "l0": 0.0}
         for step in range(steps_per_epoch):
             batch = embeddings[order[step * batch_size : (step + 1) * batch_size]]
-            loss, stats = sae.loss(batch)
+            loss, stats = sae.loss(batch, l1_scale=min(1.0, (done + 1) / warmup_steps) if warmup_steps else 1.0)
+            done += 1
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             sae.remove_parallel_decoder_grad_()
@@ -261,6 +269,7 @@ def train_sae_on_embeddings(
     learning_rate: float = 1e-3,
     seed: int = 0,
     progress: bool = True,
+    l1_warmup_fraction: float = 0.0,
 ) -> dict:
     """Train a `kind` SAE of `width` features on a dense model's image AND text embeddings (already
     computed: the main job projects its cached tower outputs, so no tower runs again), save it to
@@ -272,7 +281,8 @@ def train_sae_on_embeddings(
     torch.manual_seed(seed)
     sae = SparseAutoencoder(config)
     error_before = reconstruction_error(sae, embeddings)
-    history = train_sae(sae, embeddings, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress)
+    history = train_sae(sae, embeddings, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, progress=progress,
+                        l1_warmup_fraction=l1_warmup_fraction)
     with torch.no_grad():
         codes = sae.encode(embeddings)
     error_after = reconstruction_error(sae, embeddings)
@@ -282,6 +292,7 @@ def train_sae_on_embeddings(
         "k": config.k,
         "l1_coefficient": config.l1_coefficient if kind == "relu_l1" else None,
         "bias": bias,
+        "l1_warmup_fraction": l1_warmup_fraction if kind == "relu_l1" else None,
         "num_images": len(images),
         "num_texts": len(texts),
         "mse_before": error_before,

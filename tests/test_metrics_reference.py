@@ -27,6 +27,26 @@ def test_efficientnet_reference_recognises_real_photos():
     assert features.shape == (2, 1280) and (features >= 0).all()  # global-pooled post-ReLU6 features
 
 
+def test_folded_batch_norms_give_the_unfolded_features():
+    """The reference folds its batch norms into the convolutions for speed; on real photos its
+    features match timm's unfolded model to float32 rounding, and no BatchNorm2d is left."""
+    import torch
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from modeling_sparse_clip.evaluation.reference import EfficientNetLite0Reference
+    from modeling_sparse_clip.pretrained_towers import load_efficientnet_lite0_timm
+
+    reference = EfficientNetLite0Reference(progress=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in reference.model.modules())
+    photos = [Image.fromarray(a) for a in load_sample_images().images]
+    unfolded = load_efficientnet_lite0_timm(num_classes=1000).eval()
+    with torch.no_grad():
+        pixels = torch.stack([reference.transform(p) for p in photos])
+        expected = unfolded.forward_head(unfolded.forward_features(pixels), pre_logits=True).numpy()
+    np.testing.assert_allclose(reference.embed_images(photos), expected, rtol=1e-3, atol=1e-4)
+
+
 def test_minilm_reference_puts_related_words_together(tmp_path):
     from modeling_sparse_clip.evaluation.reference import MiniLMTextReference
 
