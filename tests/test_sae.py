@@ -51,6 +51,28 @@ def test_relu_l1_sae_learns_sparse_codes():
     torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(128))
 
 
+def test_l1_warmup_ramps_the_l1_weight_linearly_then_holds_it():
+    """`l1_warmup_fraction`: the L1 term's weight goes 1/n, 2/n, ..., 1 over the first n = fraction x
+    total steps, then stays at full weight (the main job's ReLU+L1 SAE; fewer features die early)."""
+    data = sparse_mixtures(n=400)
+    sae = SparseAutoencoder(SAEConfig(input_dim=32, width=64, kind="relu_l1", k=None, l1_coefficient=1e-3))
+    scales, loss = [], sae.loss
+
+    def recording_loss(x, l1_scale=1.0):
+        scales.append(l1_scale)
+        return loss(x, l1_scale=l1_scale)
+
+    sae.loss = recording_loss
+    train_sae(sae, data, epochs=5, batch_size=100, progress=False, l1_warmup_fraction=0.4)  # 20 steps, 8 ramping
+    assert scales == pytest.approx([i / 8 for i in range(1, 9)] + [1.0] * 12)
+    x = data[:50]
+    full, stats = loss(x)
+    half, _ = loss(x, l1_scale=0.5)
+    with torch.no_grad():
+        l1 = sae.encode(x).abs().sum(-1).mean()
+    torch.testing.assert_close(full - half, 0.5 * 1e-3 * l1)
+
+
 def test_sae_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     sae = SparseAutoencoder(SAEConfig(input_dim=8, width=16, kind="topk", k=2, dense_model="some/dense"))

@@ -48,7 +48,9 @@ class MainJobArguments:
     )
     sae: bool = field(default=True, metadata={"help": "train and evaluate the post-hoc SAE baselines (TopK, ReLU+L1)"})
     sae_topk_k: int | None = field(default=None, metadata={"help": "TopK's k (default: the scratch sparse model's mean L0 on the training pairs)"})
-    sae_l1_coefficient: float = field(default=3e-4, metadata={"help": "ReLU+L1 SAE L1 weight (3e-3 killed every code in 2 epochs here)"})
+    sae_l1_coefficient: float = field(default=1e-4, metadata={"help": "ReLU+L1 SAE L1 weight (3e-4: L0 15 and 14% variance explained; 3e-5: L0 300)"})
+    sae_l1_warmup_fraction: float = field(default=0.25, metadata={"help": "the ReLU+L1 SAE's L1 weight ramps in over this fraction of its steps"})
+    sparsify_sae_l1_coefficient: float = field(default=3e-4, metadata={"help": "L1 weight of the bias-free SAE whose encoder initialises the `sae` sparsify head"})
     sae_epochs: int = field(default=8)
     sparsify_inits: str = field(default="rotation,sae,random", metadata={"help": "wide-head initialisations to fine-tune from the dense model ('' skips)"})
     sparsify_budget: float = field(default=1 / 3, metadata={"help": "fine-tuning steps as a fraction of the scratch run's"})
@@ -183,9 +185,10 @@ def train_sae_baselines(dense, dense_dir: Path, features: dict, out: Path, args:
     images = _project(dense, features["image"], "image")
     texts = _unique_rows(_project(dense, features["text"], "text"))
     common = dict(dense_model=str(dense_dir), epochs=args.sae_epochs, batch_size=512, learning_rate=2e-3)
-    plans = {"sae_topk": dict(kind="topk", k=topk_k), "sae_relu_l1": dict(kind="relu_l1", l1_coefficient=args.sae_l1_coefficient)}
+    plans = {"sae_topk": dict(kind="topk", k=topk_k),
+             "sae_relu_l1": dict(kind="relu_l1", l1_coefficient=args.sae_l1_coefficient, l1_warmup_fraction=args.sae_l1_warmup_fraction)}
     if "sae" in args.sparsify_inits.split(","):
-        plans["sae_init"] = dict(kind="relu_l1", l1_coefficient=args.sae_l1_coefficient, bias=False)
+        plans["sae_init"] = dict(kind="relu_l1", l1_coefficient=args.sparsify_sae_l1_coefficient, bias=False)
     reports = {}
     for name, plan in plans.items():
         flags = {**common, **plan, "width": width, "rows": [len(images), len(texts)]}
