@@ -110,6 +110,14 @@ def markdown(result: dict) -> str:
              "## Main table (held-out sets)", "", result["table"], "",
              "## Paper claim -> verdict at our scale", "", "| claim | measured | verdict |", "|---|---|---|"]
     lines += [f"| {c['claim']} | {c['measured']} | {c['verdict']} |" for c in claims(report)]
+    if result.get("selection"):
+        lines += ["", "## Checkpoint selection (corpus validation split, never the test sets)", "",
+                  "Each saved point scored by its mean zero-shot top-1 on the validation split's emoji sub-groups and Openclipart "
+                  "categories; the column is the best point (sparse: among those with L0 <= 2% of width on validation).", "",
+                  "| run | step | validation zero-shot % | validation L0 % (max of image, text) | chosen |", "|---|---|---|---|---|"]
+        for run_name, chosen in result["selection"].items():
+            lines += [f"| {run_name} | {p['step']} | {100 * p['score']:.1f} | {p['max_l0_percent']:.2f} | {'**yes**' if p['step'] == chosen['step'] else ''} |"
+                      for p in chosen["points"]]
     if result.get("curves"):
         lines += ["", f"## Sparsify the dense model (best init: {result['best_init']})", "",
                   "Wide ReLU head (8,192) on the dense model's frozen towers, fine-tuned on a third of the scratch run's steps; "
