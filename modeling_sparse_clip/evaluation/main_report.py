@@ -121,7 +121,8 @@ def markdown(result: dict) -> str:
     if result.get("curves"):
         lines += ["", f"## Sparsify the dense model (best init: {result['best_init']})", "",
                   "Wide ReLU head (8,192) on the dense model's frozen towers, fine-tuned on a third of the scratch run's steps; "
-                  "`scratch` is the from-scratch run's own saved points.", ""]
+                  "`scratch` is the from-scratch run's own saved points; `dense` is the final dense model the sparsify runs start from "
+                  "(the main table's dense column is its validation-chosen point).", ""]
         lines += _curves_markdown(result["curves"])
         lines += ["", "![sparsify curves](sparsify_curves.png)"]
     if result.get("sae"):
