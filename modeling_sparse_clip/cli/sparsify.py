@@ -25,7 +25,7 @@ from . import run_command
 @dataclass
 class SparsifyArguments:
     dense_model: str = field(default=None, metadata={"help": "folder of the dense model (activation 'none') to sparsify"})
-    init: str = field(default="sae", metadata={"help": "wide-head initialisation: sae (the main job's winner: L0 <= 2% within 1 point of dense in 1/3 of the scratch steps) | rotation | random"})
+    init: str = field(default="sae", metadata={"help": "wide-head initialisation: sae (the main job's winner: L0 <= 2 percent of width within 1 point of dense in 1/3 of the scratch steps) | rotation | random"})
     width: int = field(default=8192, metadata={"help": "width of the sparse embedding"})
     sae_dir: str | None = field(default=None, metadata={"help": "init sae: a trained bias-free SAE folder (default: train one here)"})
     sae_l1_coefficient: float = field(default=3e-4)

@@ -51,7 +51,7 @@ class MainJobArguments:
     )
     sae: bool = field(default=True, metadata={"help": "train and evaluate the post-hoc SAE baselines (TopK, ReLU+L1)"})
     sae_topk_k: int | None = field(default=None, metadata={"help": "TopK's k (default: the scratch sparse model's mean L0 on the training pairs)"})
-    sae_l1_coefficient: float = field(default=1e-4, metadata={"help": "ReLU+L1 SAE L1 weight (3e-4: L0 15 and 14% variance explained; 3e-5: L0 300)"})
+    sae_l1_coefficient: float = field(default=1e-4, metadata={"help": "ReLU+L1 SAE L1 weight (3e-4: L0 15 and 14 percent of the variance explained; 3e-5: L0 300)"})
     sae_l1_warmup_fraction: float = field(default=0.25, metadata={"help": "the ReLU+L1 SAE's L1 weight ramps in over this fraction of its steps"})
     sparsify_sae_l1_coefficient: float = field(default=3e-4, metadata={"help": "L1 weight of the bias-free SAE whose encoder initialises the `sae` sparsify head"})
     sae_epochs: int = field(default=8)
@@ -60,7 +60,7 @@ class MainJobArguments:
     sparsify_fractions: str = field(default="0.1,0.3,0.6,1.0", metadata={"help": "points of the sparsify curves (fractions of the budget)"})
     curve_clarity: bool = field(default=True, metadata={"help": "Clarity at every curve point (about 20 s a point on a shared 2-core machine; off: zero-shot and L0 only)"})
     select_on_validation: bool = field(default=True, metadata={"help": "dense and sparse (scratch) columns: the saved point with the best "
-                                                                "validation zero-shot (sparse: among those at L0 <= 2%), not the last step"})
+                                                                "validation zero-shot (sparse: among those at L0 <= 2 percent of width), not the last step"})
     reuse_finished: bool = field(default=True, metadata={"help": "reuse a stage's output that an earlier run finished with the same flags"})
 
 
