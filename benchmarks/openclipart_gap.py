@@ -135,10 +135,11 @@ def plot(records: list[dict], dense: dict | None, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, ax = plt.subplots(figsize=(7, 4.5))
-    for r in records:
+    colours = plt.cm.tab20.colors  # one colour per variant (tab10 repeats after 10)
+    for i, r in enumerate(records):
         xs = [_max_l0(p["test"]) for p in r["points"]]
         ys = [100 * p["test"]["openclipart_categories"] for p in r["points"]]
-        (line,) = ax.plot(xs, ys, marker=".", lw=1, label=r["variant"])
+        (line,) = ax.plot(xs, ys, marker=".", lw=1, label=r["variant"], color=colours[(2 * i) % 20 + (2 * i) // 20])
         chosen = r["selected_test"]
         ax.scatter([_max_l0(chosen)], [100 * chosen["openclipart_categories"]], s=80, facecolors="none", edgecolors=line.get_color())
     if dense:
