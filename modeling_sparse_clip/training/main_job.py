@@ -79,10 +79,9 @@ def _mark(folder: Path, flags) -> None:
 
 
 def _train(recipe: str, output_dir: Path, args: MainJobArguments):
+    from ..recipes import recipe_path
     from .arguments import parse_args
     from .sparse_clip import train
-
-    from ..recipes import recipe_path
 
     flags = [recipe, "--output_dir", str(output_dir), "--data_cache_dir", args.data_cache_dir]
     if args.num_train_epochs is not None:
