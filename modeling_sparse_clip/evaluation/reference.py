@@ -48,15 +48,13 @@ def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
     (a timm `BatchNormAct2d` keeps its activation): same outputs to ~1e-5, and on CPU the reference
     runs ~1.7x faster (batch norm was a third of its time). Only for frozen inference models."""
     from timm.layers import BatchNormAct2d
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
 
     previous = None
     for name, module in list(model.named_modules()):
         if isinstance(module, torch.nn.BatchNorm2d) and isinstance(previous, torch.nn.Conv2d) and module.track_running_stats:
-            scale = (module.weight if module.affine else torch.ones_like(module.running_var)) / torch.sqrt(module.running_var + module.eps)
-            shift = module.bias if module.affine else torch.zeros_like(module.running_mean)
-            bias = previous.bias if previous.bias is not None else torch.zeros_like(module.running_mean)
-            previous.weight.mul_(scale.view(-1, 1, 1, 1))
-            previous.bias = torch.nn.Parameter((bias - module.running_mean) * scale + shift, requires_grad=False)
+            previous.weight, previous.bias = fuse_conv_bn_weights(previous.weight, previous.bias, module.running_mean, module.running_var,
+                                                                  module.eps, module.weight, module.bias)
             keep = torch.nn.Sequential(module.drop, module.act) if isinstance(module, BatchNormAct2d) else torch.nn.Identity()
             parent, _, attribute = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attribute, keep)
